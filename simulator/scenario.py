@@ -147,7 +147,7 @@ class TrainingConfig(_Section):
     """What training keeps in memory."""
 
     recompute: Literal["none", "selective", "full"] = "none"
-    """Activation recomputation: none, selective (attention core) or full (each layer's input kept)."""
+    """Recompute: none; selective (attention core, AttnRes statistics); full (layer inputs kept)."""
     grad_bytes_per_param: float = Field(default=4.0, ge=0)
     """Gradient bytes per parameter (fp32 accumulation: 4)."""
     optimizer_bytes_per_param: float = Field(default=12.0, ge=0)
