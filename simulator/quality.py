@@ -65,7 +65,7 @@ class QualityModel(BaseModel):
         # Measured points strictly below Full AttnRes, as (log2 N, fraction).
         span = self.baseline_loss - self.full_loss
         known = sorted((math.log2(p.num_blocks), (self.baseline_loss - p.loss) / span)
-                       for p in self.points if p.num_blocks < self.num_sublayers)
+                       for p in self.points if p.num_blocks < min(self.num_sublayers, num_sublayers))
         known.append((math.log2(num_sublayers), 1.0))
         x = math.log2(num_blocks)
         if x <= known[0][0]:

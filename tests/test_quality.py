@@ -44,3 +44,10 @@ def test_bad_override(tmp_path):
     f.write_text("source: x\nnum_sublayers: 8\nbaseline_loss: 1.0\nfull_loss: 1.9\npoints: []\n")
     with pytest.raises(UserError, match="full_loss \\(1.9\\) must be below baseline_loss"):
         load_quality_model(f)
+
+
+def test_smaller_target_model_rises_to_full_at_its_own_l():
+    # L = 12: the N = 16 point does not apply; N = 11 lies between N = 8 (69%) and N = 12 (100%).
+    at_11 = DEFAULT_QUALITY.gain_fraction(11, 12)
+    assert PAPER[8] < at_11 < 1.0
+    assert DEFAULT_QUALITY.gain_fraction(12, 12) == 1.0
