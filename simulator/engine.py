@@ -1,0 +1,333 @@
+"""The discrete-event engine: one SimPy process per pipeline rank of every replica.
+
+Each rank process walks its schedule's action list (`simulator.schedule`). A forward or backward
+holds the rank for the chunk's duration from the cost model. A send is asynchronous: it starts
+one flow per TP rank on the network (`simulator/network.py`) and the rank goes on. A receive
+blocks only until its message is delivered. Messages are matched per channel, i.e. per (replica,
+sending rank, receiving rank, direction), in posting order, the way NCCL matches point-to-point
+operations per peer; the receiver then checks that the message is the one it expects (the
+partner action and the byte count) and raises a `ScheduleError` naming both ends otherwise.
+When a rank finishes its last backward it joins the ring all-reduce of its gradients (2(d-1)
+steps per (pipeline rank, TP rank) position, each a flow to the next replica) while other ranks
+may still compute. If the event queue empties while a process still waits, the schedule
+deadlocked: the error lists every rank's blocked action.
+
+The memory timeline follows `simulator/memory.py`: model states from the start; a chunk's
+received boundary tensors at its RECV_F, its activations at its forward, all of it released at
+the end of its backward. Depth sources reused from a rank's cache were never received again, so
+they are stored once per rank (the manifest's cached modes).
+
+    result = simulate_plan(plan)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+
+import simpy
+
+from simulator.engine_state import Channel, EngineState, Slot
+from simulator.errors import ScheduleError
+from simulator.fabric import ideal_fabric
+from simulator.network import Flow, NetPath, Network
+from simulator.results import ComputeSpan, SimulationResult
+from simulator.schedule_ir import ActionKind
+from simulator.step_plan import P2P_PROTOCOLS, RankMemoryPlan, StepPlan
+
+__all__ = ["P2P_PROTOCOLS", "RankMemoryPlan", "StepPlan", "simulate_plan"]
+
+_F, _B, _SEND, _RECV = 0, 1, 2, 3  # compiled action codes
+PIPELINE, ALLREDUCE = 0, 1
+"""Traffic classes of flows."""
+
+
+def simulate_plan(plan: StepPlan, *, progress: Callable[[int, int], None] | None = None,
+                  options: dict[str, object] | None = None) -> SimulationResult:
+    """Simulate one training step of `plan`.
+
+    Raises:
+        ScheduleError: a size or order mismatch between a send and its receive, or a deadlock.
+    """
+    wall_start = time.perf_counter()
+    runner = _Engine(plan, progress)
+    runner.run()
+    from simulator.engine_results import build_result  # noqa: PLC0415 (keeps this module small)
+
+    return build_result(runner, time.perf_counter() - wall_start, options or {})
+
+
+class _Engine:
+    """The processes, channels and network of one simulated step."""
+
+    def __init__(self, plan: StepPlan, progress: Callable[[int, int], None] | None) -> None:
+        schedule = plan.schedule
+        self.plan = plan
+        self.env = simpy.Environment()
+        self.network = Network(self.env, record_timeline=plan.record_link_timeline)
+        fabric = plan.fabric or ideal_fabric(plan.num_replicas, schedule.num_stages,
+                                             plan.tensor_parallel)
+        for key, (capacity, latency) in fabric.links.items():
+            self.network.add_link(key, capacity, latency)
+        self.fabric = fabric
+        self._route = fabric.cached_route()
+        self.P = schedule.num_stages
+        self.state = EngineState(plan.num_replicas * self.P)
+        self._progress = progress
+        self._num_compute_total = sum(
+            1 for acts in schedule.actions.values() for a in acts if a.kind.is_compute
+        ) * plan.num_replicas
+        self._rendezvous = plan.p2p_protocol == "rendezvous"
+        self._channels: dict[tuple[object, ...], Channel] = {}
+        self._paths: dict[tuple[object, object], NetPath] = {}
+        self._ops = [self._compile(pp) for pp in range(self.P)]
+
+    # -- compiling action lists -------------------------------------------------------------
+    def _compile(self, pp: int) -> list[tuple]:
+        """This rank's actions as tuples: (code, chunk, micro-batch, a, b, action)."""
+        plan, schedule = self.plan, self.plan.schedule
+        recv_bytes = plan.recv_bytes if plan.recv_bytes is not None else plan.send_bytes
+        memory = plan.memory[pp] if plan.memory is not None else None
+        ops: list[tuple] = []
+        for action in schedule.actions[pp]:
+            c, m, kind = action.stage_index, action.microbatch_index, action.kind
+            if kind is ActionKind.FORWARD:
+                alloc = memory.activation_bytes.get(c, 0) if memory else 0
+                ops.append((_F, c, m, plan.forward_s[c], alloc, action))
+            elif kind is ActionKind.BACKWARD:
+                free = (memory.activation_bytes.get(c, 0) + memory.received_bytes.get(c, 0)
+                        if memory else 0)
+                ops.append((_B, c, m, plan.backward_s[c], free, action))
+            elif kind.is_send:
+                direction = "forward" if kind is ActionKind.SEND_F else "backward"
+                peer = schedule.chunk_rank(c + 1 if kind is ActionKind.SEND_F else c - 1)
+                key = (direction, c)
+                if key not in plan.send_bytes:
+                    raise ScheduleError(f"rank {pp}: {action} sends on transition {key} that "
+                                        "the boundary manifest does not have")
+                ops.append((_SEND, c, m, (pp, peer, direction), plan.send_bytes[key], action))
+            else:
+                direction = "forward" if kind is ActionKind.RECV_F else "backward"
+                src_chunk = c - 1 if kind is ActionKind.RECV_F else c + 1
+                peer = schedule.chunk_rank(src_chunk)
+                expected = recv_bytes.get((direction, src_chunk), -1)
+                alloc = (memory.received_bytes.get(c, 0)
+                         if memory and kind is ActionKind.RECV_F else 0)
+                ops.append((_RECV, c, m, (peer, pp, direction), (expected, alloc, action.partner()),
+                            action))
+        return ops
+
+    def _channel(self, dp: int, key: tuple[int, int, str]) -> Channel:
+        full = (dp,) + key
+        channel = self._channels.get(full)
+        if channel is None:
+            src_pp, dst_pp, _ = key
+            paths = [self._path(dp, src_pp, dp, dst_pp, tp)
+                     for tp in range(self.plan.tensor_parallel)]
+            channel = self._channels[full] = Channel(dp * self.P + src_pp, dp * self.P + dst_pp,
+                                                     paths)
+        return channel
+
+    def _path(self, src_dp: int, src_pp: int, dst_dp: int, dst_pp: int, tp: int) -> NetPath:
+        """The network path of one TP rank's flows between two ranks (one object per GPU pair,
+        so a measured per-pair bandwidth cap is shared by all flows of the pair)."""
+        gpu_of = self.fabric.gpu_of
+        src, dst = gpu_of(src_dp, src_pp, tp), gpu_of(dst_dp, dst_pp, tp)
+        path = self._paths.get((src, dst))
+        if path is None:
+            latency_s, cap = self.fabric.pair_overrides.get((src, dst), (None, None))
+            path = self._paths[(src, dst)] = self.network.make_path(
+                self._route(src, dst), latency_s=latency_s, rate_cap_bytes_per_s=cap)
+        return path
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self) -> None:
+        for w in range(self.plan.num_replicas * self.P):
+            self.env.process(self._rank_process(w))
+        self.env.run()
+        if not all(self.state.done):
+            raise ScheduleError(self._deadlock_message())
+
+    def _rank_process(self, w: int) -> Generator[simpy.Event, object, None]:
+        env, state = self.env, self.state
+        dp, pp = divmod(w, self.P)
+        memory = self.plan.memory[pp] if self.plan.memory is not None else None
+        if memory is not None:
+            state.alloc(w, 0.0, memory.base_bytes)
+        channels = {}
+        for index, op in enumerate(self._ops[pp]):
+            state.position[w] = index
+            code = op[0]
+            if code <= _B:
+                start = env.now
+                if code == _F and op[4]:
+                    state.alloc(w, start, op[4])
+                yield env.timeout(op[3])
+                end = env.now
+                state.busy_s[w] += end - start
+                state.spans.append(ComputeSpan(dp, pp, "F" if code == _F else "B", op[1], op[2],
+                                               start, end))
+                if code == _B and op[4]:
+                    state.alloc(w, end, -op[4])
+                state.compute_end_s[w] = end
+                state.num_compute_done += 1
+                if self._progress is not None and state.num_compute_done % 4096 == 0:
+                    self._progress(state.num_compute_done, self._num_compute_total)
+                continue
+            key = op[3]
+            channel = channels.get(key)
+            if channel is None:
+                channel = channels[key] = self._channel(dp, key)
+            if code == _SEND:
+                self._send(w, channel, op[4], op[5], PIPELINE)
+                continue
+            expected, alloc, partner = op[4]
+            if alloc:
+                state.alloc(w, env.now, alloc)
+            slot = self._post_recv(w, channel, op[5], partner, expected)
+            if slot.delivered_s != slot.delivered_s:  # NaN: not delivered yet
+                wait_start = env.now
+                slot.event = env.event()
+                yield slot.event
+                self._account_wait(w, wait_start, slot.posted_s)
+            slot.received_s = env.now
+        yield from self._allreduce(w, dp, pp)
+        state.end_s[w] = env.now
+        state.done[w] = True
+
+    def _send(self, w: int, channel: Channel, num_bytes: int, action: object,
+              traffic_class: int) -> None:
+        slot = channel.post_send(w, action, num_bytes, self.env.now, traffic_class)
+        if slot.recv_w >= 0 and (num_bytes != slot.recv_bytes or action != slot.recv_expects):
+            raise self._mismatch(slot)
+        if not self._rendezvous or slot.recv_w >= 0:
+            self._ready(channel, slot)
+
+    def _ready(self, channel: Channel, slot: Slot) -> None:
+        """Transmit now, or after the messages before it on the channel."""
+        if channel.in_flight is None:
+            self._start(channel, slot)
+        else:
+            channel.queue.append(slot)
+
+    def _start(self, channel: Channel, slot: Slot) -> None:
+        """Transmit a message: one flow per TP rank."""
+        channel.in_flight = slot
+        slot.started_s = self.env.now
+        slot.pending = slot.unsent = len(channel.paths)
+        start_flow, num_bytes = self.network.start_flow, slot.send_bytes
+        for path in channel.paths:
+            start_flow(path, num_bytes, on_delivered=self._on_flow_delivered,
+                       on_sent=self._on_flow_sent, tag=slot, traffic_class=slot.traffic_class)
+
+    def _on_flow_sent(self, flow: Flow) -> None:
+        slot: Slot = flow.tag
+        slot.unsent -= 1
+        if slot.unsent == 0:
+            channel = slot.channel
+            channel.in_flight = None
+            if channel.queue:
+                self._start(channel, channel.queue.popleft())
+
+    def _post_recv(self, w: int, channel: Channel, action: object, partner: object,
+                   expected: int) -> Slot:
+        slot = channel.post_recv(w, action, partner, expected, self.env.now)
+        if slot.send_w >= 0:
+            if slot.send_bytes != expected or slot.send_action != partner:
+                raise self._mismatch(slot)
+            if self._rendezvous:  # the sender was waiting for this receive
+                self._ready(channel, slot)
+        return slot
+
+    def _account_wait(self, w: int, wait_start: float, posted_s: float) -> None:
+        """Split a receive's wait: before the peer posted (idle), after it (communication)."""
+        in_flight_from = posted_s if posted_s > wait_start else wait_start
+        self.state.idle_wait_s[w] += in_flight_from - wait_start
+        self.state.comm_wait_s[w] += self.env.now - in_flight_from
+
+    def _on_flow_delivered(self, flow: Flow) -> None:
+        slot: Slot = flow.tag
+        slot.pending -= 1
+        if slot.pending == 0:
+            slot.delivered_s = self.env.now
+            if slot.event is not None:
+                slot.event.succeed()
+
+    def _allreduce(self, w: int, dp: int, pp: int) -> Generator[simpy.Event, object, None]:
+        steps = self.plan.allreduce_step_bytes[pp] if self.plan.allreduce_step_bytes else ()
+        if not steps:
+            return
+        self.state.allreduce_start_s[w] = self.env.now
+        out_channel, in_channel = self._ring_channels(dp, pp)
+        base = len(self._ops[pp])
+        for step, num_bytes in enumerate(steps):
+            self.state.position[w] = base + step
+            self._send(w, out_channel, num_bytes, ("AR", step), ALLREDUCE)
+            slot = self._post_recv(w, in_channel, ("AR", step), ("AR", step), num_bytes)
+            if slot.delivered_s != slot.delivered_s:
+                wait_start = self.env.now
+                slot.event = self.env.event()
+                yield slot.event
+                self._account_wait(w, wait_start, slot.posted_s)
+            slot.received_s = self.env.now
+
+    def _ring_channels(self, dp: int, pp: int) -> tuple[Channel, Channel]:
+        d, replicas = self.plan.ring_size or self.plan.num_replicas, self.plan.num_replicas
+        t = self.plan.tensor_parallel
+        if replicas == 1:  # the symmetry reduction (or d == 1): my successor is like me
+            key = (dp, "ring", pp, dp)
+            channel = self._channels.get(key)
+            if channel is None:
+                rep = self.fabric.allreduce_route
+                paths = []
+                for tp in range(t):
+                    keys, latency_s = rep(dp, pp, tp) if rep else ((), 0.0)
+                    paths.append(self.network.make_path(keys, latency_s=latency_s))
+                channel = self._channels[key] = Channel(dp * self.P + pp, dp * self.P + pp, paths)
+            return channel, channel
+        assert d == replicas, "a partial ring needs the symmetry reduction"
+        nxt, prv = (dp + 1) % d, (dp - 1) % d
+        channels = []
+        for src, dst in ((dp, nxt), (prv, dp)):
+            key = (src, "ring", pp, dst)
+            channel = self._channels.get(key)
+            if channel is None:
+                paths = [self._path(src, pp, dst, pp, tp) for tp in range(t)]
+                channel = self._channels[key] = Channel(src * self.P + pp, dst * self.P + pp,
+                                                        paths)
+            channels.append(channel)
+        return channels[0], channels[1]
+
+    # -- errors -----------------------------------------------------------------------------
+    def _where(self, w: int) -> str:
+        dp, pp = divmod(w, self.P)
+        return f"rank {pp} of replica {dp}" if self.plan.num_replicas > 1 else f"rank {pp}"
+
+    def _mismatch(self, slot: Slot) -> ScheduleError:
+        """The error for a receiver and the message matched to it by channel order."""
+        send, recv, partner = slot.send_action, slot.recv_action, slot.recv_expects
+        sender, receiver = self._where(slot.send_w), self._where(slot.recv_w)
+        if slot.send_bytes != slot.recv_bytes:
+            return ScheduleError(
+                f"size mismatch: {sender} {send} sends {slot.send_bytes} bytes per GPU but "
+                f"{receiver} {recv} expects {slot.recv_bytes} bytes; messages between two "
+                "ranks are matched in posting order, so the receive order must equal the send "
+                "order and both ends must use the same boundary manifest")
+        return ScheduleError(
+            f"order mismatch: {receiver} {recv} expects {partner} from {sender}, but the next "
+            f"message on that channel is {send}; post receives in the peer's send order")
+
+    def _deadlock_message(self) -> str:
+        state, lines = self.state, []
+        for w in range(len(state.done)):
+            if state.done[w]:
+                continue
+            dp, pp = divmod(w, self.P)
+            index = state.position[w]
+            ops = self._ops[pp]
+            what = (str(ops[index][5]) if index < len(ops)
+                    else f"gradient all-reduce step {index - len(ops)}")
+            lines.append(f"{self._where(w)} blocked at {what} (action {index} of {len(ops)})")
+        return ("deadlock: the simulation ran out of events with ranks still waiting; "
+                + "; ".join(lines) + ". Check that every receive has a matching send that can "
+                "be reached before it")

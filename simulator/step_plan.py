@@ -1,0 +1,64 @@
+"""The engine's input: a training step resolved to numbers (`simulator/plan.py` builds it).
+
+A `StepPlan` holds the schedule, per-chunk seconds, per-transition bytes, per-rank memory sizes,
+the gradient all-reduce steps and the fabric. Tests and other tools may build one by hand (for
+example uniform stage times on an ideal fabric to check closed forms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulator.fabric import Fabric
+from simulator.schedule_ir import Schedule
+
+__all__ = ["P2P_PROTOCOLS", "RankMemoryPlan", "StepPlan"]
+
+P2P_PROTOCOLS: tuple[str, ...] = ("eager", "rendezvous")
+"""When a message's flows start: at its send, or once its receive is posted too."""
+
+
+@dataclass(frozen=True)
+class RankMemoryPlan:
+    """Bytes one GPU of a pipeline rank allocates and frees, per chunk and micro-batch."""
+
+    base_bytes: int
+    """Model states and the recompute working set, resident all step."""
+    received_bytes: dict[int, int]
+    """chunk -> boundary tensors received before its forward (kept until its backward ends)."""
+    activation_bytes: dict[int, int]
+    """chunk -> activations and AttnRes extras allocated at its forward."""
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Everything the engine needs, already resolved to numbers."""
+
+    schedule: Schedule
+    num_replicas: int
+    tensor_parallel: int
+    forward_s: tuple[float, ...]
+    """Per chunk: forward seconds of one micro-batch."""
+    backward_s: tuple[float, ...]
+    """Per chunk: backward seconds (recompute included)."""
+    send_bytes: dict[tuple[str, int], int]
+    """(direction, src_chunk) -> bytes each TP rank sends on that transition."""
+    recv_bytes: dict[tuple[str, int], int] | None = None
+    """What receivers expect, keyed like send_bytes; None: the same as send_bytes."""
+    allreduce_step_bytes: tuple[tuple[int, ...], ...] = ()
+    """Per pipeline rank: bytes per GPU of each ring step; empty: no all-reduce."""
+    ring_size: int | None = None
+    """Replicas in the ring (defaults to num_replicas; larger under the symmetry reduction)."""
+    memory: tuple[RankMemoryPlan, ...] | None = None
+    fabric: Fabric | None = None
+    """None: an ideal fabric (unlimited, zero-latency links)."""
+    name: str = ""
+    record_link_timeline: bool = True
+    p2p_protocol: str = "eager"
+    """"eager": a message's flows start when it is sent (NCCL); "rendezvous": once both its send
+    and its receive are posted (gloo over TCP)."""
+
+    def __post_init__(self) -> None:
+        if self.p2p_protocol not in P2P_PROTOCOLS:
+            raise ValueError(f"p2p_protocol = {self.p2p_protocol!r}: use one of "
+                             f"{', '.join(P2P_PROTOCOLS)}")
