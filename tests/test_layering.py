@@ -26,8 +26,14 @@ def test_simulator_does_not_import_torch():
     assert _imported(["simulator"], ["torch"]) == []
 
 
-@pytest.mark.parametrize("module", ["simulator.scenario", "simulator.manifest", "simulator.memory",
-                                    "simulator.inspect_report", "simulator.cli.main"])
+@pytest.mark.parametrize("module", [
+    "simulator.scenario", "simulator.manifest", "simulator.memory", "simulator.inspect_report",
+    "simulator.schedule", "simulator.engine", "simulator.plan", "simulator.network",
+    "simulator.costs", "simulator.hardware", "simulator.chrome_trace", "simulator.plots",
+    "simulator.sim_trace", "simulator.planner", "simulator.plot_plan", "simulator.plot_topology",
+    "simulator.ingest", "simulator.quality", "simulator.golden", "simulator.cli.main",
+    "simulator.cli.run_cmd", "simulator.cli.inspect_cmd", "simulator.cli.plan_cmd",
+    "simulator.cli.topology_cmd"])
 def test_core_modules_import_neither_torch_nor_matplotlib(module):
     assert _imported([module], ["torch", "matplotlib"]) == []
 

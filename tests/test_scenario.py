@@ -136,3 +136,17 @@ def test_top_level_not_mapping(tmp_path):
 def test_missing_file():
     with pytest.raises(FileNotFoundError, match="scenario file not found"):
         load_scenario("no/such/file.yaml")
+
+
+def test_scenarios_readme_key_table_is_current():
+    from simulator.scenario_docs import scenario_keys_markdown
+
+    text = (ROOT / "scenarios" / "README.md").read_text()
+    table = text.split("<!-- keys:start -->\n", 1)[1].split("<!-- keys:end -->", 1)[0]
+    assert table == scenario_keys_markdown()
+
+
+def test_scenarios_readme_lists_every_scenario():
+    text = (ROOT / "scenarios" / "README.md").read_text()
+    missing = [p.name for p in (ROOT / "scenarios").glob("*.yaml") if f"`{p.name}`" not in text]
+    assert missing == []
