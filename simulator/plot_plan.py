@@ -82,12 +82,16 @@ def plot_overhead_vs_blocks(ax: Any, report: PlanReport) -> list[Any]:
             c = row.candidate
             series.setdefault((_mode(row), c.num_virtual_stages, c.placement), []).append(row)
     layouts = {(v, placement) for _, v, placement in series}
+    placements = sorted({placement for _, _, placement in series})
     for (mode, v, placement), rows in series.items():
         rows = sorted(rows, key=lambda r: r.candidate.num_blocks or 0)
         marker, color = _MODE_STYLE[mode]
         label = mode if len(layouts) == 1 else f"{mode}, V={v}, {placement}"
+        # V picks the line style, the placement whether markers are filled, the mode the colour.
+        filled = placements.index(placement) % 2 == 0
         artists.extend(ax.plot([r.candidate.num_blocks for r in rows],
                                [r.overhead_pct for r in rows], marker=marker, color=color,
+                               markerfacecolor=color if filled else "white",
                                label=label, linestyle="-" if v == 1 else "--" if v == 2 else ":"))
     artists.append(ax.axhline(report.constraints.max_step_overhead_pct, linestyle="--",
                               color="tab:purple", linewidth=1,
