@@ -33,7 +33,7 @@ def test_simulator_does_not_import_torch():
     "simulator.sim_trace", "simulator.planner", "simulator.plot_plan", "simulator.plot_topology",
     "simulator.ingest", "simulator.quality", "simulator.golden", "simulator.cli.main",
     "simulator.cli.run_cmd", "simulator.cli.inspect_cmd", "simulator.cli.plan_cmd",
-    "simulator.cli.topology_cmd"])
+    "simulator.cli.topology_cmd", "simulator.trace_schema", "simulator.cli.measure_cmd"])
 def test_core_modules_import_neither_torch_nor_matplotlib(module):
     assert _imported([module], ["torch", "matplotlib"]) == []
 
