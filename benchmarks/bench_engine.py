@@ -2,6 +2,7 @@
 
     python benchmarks/bench_engine.py            # headline + growth (a few minutes)
     python benchmarks/bench_engine.py --quick    # headline only
+    python benchmarks/bench_engine.py --outputs  # headline + what `pipesim run` writes
 
 Headline: one step of a 64-layer (L = 128 sublayers) Block AttnRes model (N = 8, cached), d =
 8192, on P = 16, V = 2, M = 64, DP = 64: 1,024 GPUs on the rail-optimized `h100-superpod`
@@ -9,14 +10,19 @@ topology (4 SUs of 32 DGX H100, leaf/spine), every flow contending max-min fairl
 gradient all-reduce included. It prints the wall time, events and events per second, then the
 same step under the symmetry reduction (one replica on shared-capacity links) with its error
 against the full simulation. Growth: wall time against GPUs (DP), micro-batches M and virtual
-stages V. Numbers depend on the machine's load; run it on an idle machine.
+stages V. Numbers depend on the machine's load; run it on an idle machine. `--outputs` times
+the files `pipesim run` writes for the headline step (link timelines recorded, as the CLI
+does): the CSVs and summary.json, result.json, the Chrome trace, the JSONL trace and figures,
+with their sizes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,11 +49,12 @@ def scenario(dp: int = 64, M: int = 64, V: int = 2, P: int = 16) -> Scenario:
         "hardware": "h100", "topology": "h100-superpod", "placement": "packed"})
 
 
-def timed(s: Scenario, *, symmetric: bool = False) -> tuple[SimulationResult, float, float]:
+def timed(s: Scenario, *, symmetric: bool = False, timelines: bool = False
+          ) -> tuple[SimulationResult, float, float]:
     """(result, wall seconds to build the plan, wall seconds to simulate)."""
     start = time.perf_counter()
     plan = build_plan(s, load_hardware("h100"), resolve_fabric(s), symmetric=symmetric,
-                      record_link_timeline=False)
+                      record_link_timeline=timelines)
     built = time.perf_counter()
     cpu = time.process_time()
     result = simulate_plan(plan)
@@ -100,12 +107,67 @@ def growth() -> None:
         print(row(f"  V={V}", *timed(scenario(dp=16, M=32, V=V))))
 
 
+def outputs() -> None:
+    """Time what `pipesim run` writes for the headline step."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    from simulator.chrome_trace import write_chrome_trace  # noqa: PLC0415
+    from simulator.plots import plot_gantt, plot_link_utilization, plot_memory  # noqa: PLC0415
+    from simulator.sim_trace import write_simulated_run  # noqa: PLC0415
+
+    s = scenario()
+    result, build_s, sim_s = timed(s, timelines=True)
+    print(f"\noutputs of the full step (link timelines recorded: simulate {sim_s:.2f} s, "
+          f"cpu {result.stats['cpu_s']:.2f} s):")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+
+        def figures() -> list[Path]:
+            paths = []
+            for name, plot in (("gantt.png", plot_gantt), ("links.png", plot_link_utilization),
+                               ("memory.png", plot_memory)):
+                fig, ax = plt.subplots(figsize=(12, 5))
+                plot(ax, result)
+                fig.savefig(out / name, dpi=110)
+                plt.close(fig)
+                paths.append(out / name)
+            return paths
+
+        def result_json() -> list[Path]:
+            (out / "result.json").write_text(json.dumps(result.to_json(spans=False)))
+            return [out / "result.json"]
+
+        steps = (("summary.json + CSVs", lambda: result.write(out)),
+                 ("result.json", result_json),
+                 ("trace.json", lambda: [write_chrome_trace(result, out / "trace.json")]),
+                 ("sim_run/", lambda: [write_simulated_run(result, s, out / "sim_run")]),
+                 ("figures", figures))
+        total = 0.0
+        for label, write in steps:
+            start = time.perf_counter()
+            paths = write()
+            took = time.perf_counter() - start
+            total += took
+            size = sum(f.stat().st_size for p in paths
+                       for f in ([p] if p.is_file() else p.rglob("*")))
+            print(f"  {label:<22} {took:6.2f} s  {size / 1e6:8.1f} MB")
+        print(f"  all outputs            {total:6.2f} s; with the simulation "
+              f"{build_s + sim_s + total:.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="headline only")
+    parser.add_argument("--outputs", action="store_true",
+                        help="headline, then time the files `pipesim run` writes")
     args = parser.parse_args()
     headline()
-    if not args.quick:
+    if args.outputs:
+        outputs()
+    elif not args.quick:
         growth()
 
 

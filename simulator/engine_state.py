@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import simpy
+if TYPE_CHECKING:
+    from simulator.sim_env import Callback
 
 __all__ = ["Slot", "Channel", "EngineState"]
 
@@ -25,7 +26,7 @@ class Slot:
 
     __slots__ = ("send_w", "send_action", "send_bytes", "posted_s", "traffic_class", "recv_w",
                  "recv_action", "recv_expects", "recv_bytes", "recv_posted_s", "pending",
-                 "unsent", "started_s", "delivered_s", "received_s", "event", "channel")
+                 "unsent", "started_s", "delivered_s", "received_s", "waiter", "channel")
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
@@ -48,8 +49,8 @@ class Slot:
         """When its flows started (after the messages queued before it on the channel)."""
         self.delivered_s = _NAN
         self.received_s = _NAN
-        self.event: simpy.Event | None = None
-        """Set when the receiver waits before delivery."""
+        self.waiter: Callback | None = None
+        """The receiver's resume callback, while it waits for delivery."""
 
 
 class Channel:
@@ -74,6 +75,14 @@ class Channel:
         """The message being transmitted."""
         self.queue: deque[Slot] = deque()
         """Posted messages waiting for it."""
+
+    def release(self) -> None:
+        """Drop the messages' links back to this channel and to their wake-ups once the step
+        is over, so that the engine's objects are freed by reference counting alone (a cycle
+        would wait for a full garbage collection over all of them)."""
+        for slot in self.slots:
+            slot.channel = None  # type: ignore[assignment]
+            slot.waiter = None
 
     def post_send(self, w: int, action: object, num_bytes: int, now: float,
                   traffic_class: int) -> Slot:

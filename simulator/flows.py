@@ -13,17 +13,23 @@ import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-__all__ = ["LinkKey", "Link", "Flow", "NetPath", "LinkStats"]
+__all__ = ["LinkKey", "Link", "Flow", "NetPath", "LinkStats", "ByteCounter"]
 
 LinkKey = tuple[Hashable, Hashable]
 """One direction of a cable: (from node, to node)."""
+
+ByteCounter = dict[int, int]
+"""Bytes carried along one path per traffic class. A flow's bytes are counted once, on its
+path's counter, rather than on each of its links (a large step ends hundreds of thousands of
+flows); a link sums the counters of the paths through it when asked. Integer sums do not
+depend on their order."""
 
 
 class Link:
     """One direction of a cable with its counters."""
 
-    __slots__ = ("key", "index", "capacity_bytes_per_s", "latency_s", "flows", "num_bytes",
-                 "bytes_by_class", "peak_num_flows", "busy_s", "_busy_since", "rate_timeline")
+    __slots__ = ("key", "index", "capacity_bytes_per_s", "latency_s", "flows", "counters",
+                 "peak_num_flows", "busy_s", "_busy_since", "rate_timeline")
 
     def __init__(self, key: LinkKey, index: int, capacity_bytes_per_s: float,
                  latency_s: float) -> None:
@@ -33,16 +39,28 @@ class Link:
         self.latency_s = latency_s
         self.flows: dict[Flow, None] = {}
         """Flows now in their bandwidth phase on this link, in arrival order."""
-        self.num_bytes = 0
-        """Bytes carried so far (credited when each flow's bandwidth phase ends)."""
-        self.bytes_by_class: dict[int, int] = {}
-        """The same bytes split by the flows' `traffic_class`."""
+        self.counters: list[ByteCounter] = []
+        """The byte counters of the paths through this link (see `ByteCounter`)."""
         self.peak_num_flows = 0
         self.busy_s = 0.0
         """Time with at least one flow on the link (closed intervals only)."""
         self._busy_since = 0.0
         self.rate_timeline: list[tuple[float, float]] = []
         """(time_s, total rate in bytes/s) at every change, when the network records timelines."""
+
+    @property
+    def num_bytes(self) -> int:
+        """Bytes carried so far (credited when each flow's bandwidth phase ends)."""
+        return sum(sum(counter.values()) for counter in self.counters)
+
+    @property
+    def bytes_by_class(self) -> dict[int, int]:
+        """The same bytes split by the flows' `traffic_class`."""
+        out: dict[int, int] = {}
+        for counter in self.counters:
+            for traffic_class, num_bytes in counter.items():
+                out[traffic_class] = out.get(traffic_class, 0) + num_bytes
+        return out
 
     @property
     def finite(self) -> bool:
@@ -56,7 +74,7 @@ class Link:
 class Flow:
     """One transfer along a path; created by `Network.start_flow`."""
 
-    __slots__ = ("flow_id", "links", "finite", "num_bytes", "latency_s", "start_s",
+    __slots__ = ("flow_id", "links", "finite", "counter", "num_bytes", "latency_s", "start_s",
                  "bandwidth_end_s", "delivered_s", "rate_bytes_per_s", "_remaining", "_last_s",
                  "_finish_s", "_queued_s", "_on_delivered", "_on_sent", "tag", "traffic_class")
 
@@ -66,6 +84,7 @@ class Flow:
         self.flow_id = flow_id
         self.links = path.links
         self.finite = path.finite
+        self.counter = path.counter
         self.num_bytes = num_bytes
         self.latency_s = path.latency_s
         self.start_s = start_s
@@ -90,9 +109,12 @@ class Flow:
 
 
 class NetPath:
-    """A route resolved to links once, reused by every flow along it."""
+    """A route resolved to links once, reused by every flow along it.
 
-    __slots__ = ("links", "finite", "latency_s", "bottleneck_bytes_per_s")
+    It counts its flows' bytes and hands its counter to each of its links, which sum them.
+    """
+
+    __slots__ = ("links", "finite", "latency_s", "bottleneck_bytes_per_s", "counter")
 
     def __init__(self, links: tuple[Link, ...], latency_s: float) -> None:
         self.links = links
@@ -102,6 +124,10 @@ class NetPath:
         self.bottleneck_bytes_per_s = min((link.capacity_bytes_per_s for link in links),
                                           default=math.inf)
         """The rate of a flow alone on the path."""
+        self.counter: ByteCounter = {}
+        """Bytes of its flows whose bandwidth phase has ended, per traffic class."""
+        for link in links:
+            link.counters.append(self.counter)
 
     def __repr__(self) -> str:
         return f"NetPath({[link.key for link in self.links]!r}, {self.latency_s:g} s)"

@@ -12,9 +12,13 @@ Speed matters (a 1,024-GPU step starts several hundred thousand flows), so:
 - rates are recomputed only for the connected component of flows that share a finite link
   with a flow that started or ended; unlimited links couple nothing;
 - all starts and ends of one instant are batched into one recomputation;
-- completions wait in one heap, and one SimPy timeout wakes the network at the earliest (SimPy
-  timeouts cannot be cancelled). A flow whose finish moved later keeps its old, earlier heap
-  entry, which re-queues it when it pops; only a finish that moved earlier is pushed anew;
+- completions wait in one heap, and one scheduled callback wakes the network at the earliest
+  (SimPy events cannot be cancelled: a superseded wake-up finds its time is no longer the
+  network's and returns). A flow whose finish moved later keeps its old, earlier heap entry,
+  which re-queues it when it pops; only a finish that moved earlier is pushed anew;
+- callbacks go through `simulator.sim_env.call_in`, which on the engine's
+  `BatchingEnvironment` shares one SimPy event among the callbacks due at the same instant;
+- a flow's bytes are counted once on its path's `ByteCounter`, which the path's links sum;
 - flows and links keep insertion-ordered dicts, so the order of every floating-point sum, and
   so every result, is the same from run to run.
 
@@ -35,11 +39,13 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 import simpy
 
 from simulator.flows import Flow, Link, LinkKey, LinkStats, NetPath
 from simulator.maxmin import component, max_min_rates
+from simulator.sim_env import BatchingEnvironment, call_in
 
 __all__ = ["LinkKey", "Link", "Flow", "NetPath", "LinkStats", "Network"]
 
@@ -68,6 +74,9 @@ class Network:
         self._recompute_pending = False
         self._private_links = 0
         self._deliveries: dict[float, list[Flow]] = {}
+        self._call_in = (env.call_in if isinstance(env, BatchingEnvironment)
+                         else partial(call_in, env))
+        """Schedule a callback (batched with others due at the same instant, if possible)."""
 
     # -- building ---------------------------------------------------------------------------
     def add_link(self, key: LinkKey, capacity_bytes_per_s: float, latency_s: float = 0.0) -> Link:
@@ -115,7 +124,7 @@ class Network:
                         on_delivered=done.succeed, tag=tag)
         return done
 
-    def start_flow(self, path: NetPath, num_bytes: int, *,
+    def start_flow(self, path: NetPath, num_bytes: int,
                    on_delivered: Callable[[Flow], None] | None = None,
                    on_sent: Callable[[Flow], None] | None = None,
                    tag: object = None, traffic_class: int = 0) -> Flow:
@@ -127,45 +136,43 @@ class Network:
         if num_bytes < 0:
             raise ValueError(f"num_bytes = {num_bytes!r} must be >= 0")
         now = self.env.now
-        flow = Flow(self._next_flow_id, path, num_bytes, now, on_delivered, tag, traffic_class,
-                    on_sent)
-        self._next_flow_id += 1
+        flow_id = self._next_flow_id
+        flow = Flow(flow_id, path, num_bytes, now, on_delivered, tag, traffic_class, on_sent)
+        self._next_flow_id = flow_id + 1
         self.num_flows_started += 1
         finite = path.finite
         if num_bytes == 0 or not finite:
             flow.rate_bytes_per_s = math.inf
             self._end_bandwidth_phase(flow, now)
             return flow
+        shared = False  # with another flow on a link that could limit it
         for link in path.links:
             flows = link.flows
-            if not flows:
-                link._busy_since = now
             flows[flow] = None
-            if len(flows) > link.peak_num_flows:
-                link.peak_num_flows = len(flows)
-        for link in finite:
-            if len(link.flows) != 1:
-                break
-        else:  # alone on every link that could limit it: its own component, no recompute
-            self._set_lone_rate(flow, path.bottleneck_bytes_per_s, now)
+            num_flows = len(flows)
+            if num_flows == 1:
+                link._busy_since = now
+            elif not shared and link.capacity_bytes_per_s != math.inf:
+                shared = True
+            if num_flows > link.peak_num_flows:
+                link.peak_num_flows = num_flows
+        if not shared:  # alone on every link that could limit it: its own component, no recompute
+            rate = flow.rate_bytes_per_s = path.bottleneck_bytes_per_s
+            finish = flow._finish_s = flow._queued_s = now + flow._remaining / rate
+            heapq.heappush(self._heap, (finish, flow_id, flow))
+            self.num_lone_starts += 1
+            if self.record_timeline:
+                self._record_rates((flow,), now)
+            if finish < self._wake_at:
+                self._schedule_wake(finish, now)
             return flow
         dirty = self._dirty
         for link in finite:
             dirty[link] = None
         if not self._recompute_pending:
             self._recompute_pending = True
-            simpy.Timeout(self.env, 0.0).callbacks.append(self._recompute)
+            self._call_in(0.0, self._recompute)
         return flow
-
-    def _set_lone_rate(self, flow: Flow, rate: float, now: float) -> None:
-        flow.rate_bytes_per_s = rate
-        finish = flow._finish_s = flow._queued_s = now + flow._remaining / rate
-        heapq.heappush(self._heap, (finish, flow.flow_id, flow))
-        self.num_lone_starts += 1
-        if self.record_timeline:
-            self._record_rates((flow,), now)
-        if finish < self._wake_at:
-            self._schedule_wake(finish, now)
 
     def stats(self) -> list[LinkStats]:
         """Per-link counters, in the order links were added."""
@@ -213,19 +220,19 @@ class Network:
 
     def _schedule_wake(self, at_s: float, now: float) -> None:
         self._wake_at = at_s
-        event = simpy.Timeout(self.env, max(at_s - now, 0.0), at_s)
-        event.callbacks.append(self._wake)
+        self._call_in(max(at_s - now, 0.0), partial(self._wake, at_s))
 
-    def _wake(self, event: simpy.Timeout) -> None:
+    def _wake(self, at_s: float, _event: object = None) -> None:
         """End every bandwidth phase due now; re-queue flows that were slowed; wake again."""
-        if event.value != self._wake_at:
+        if at_s != self._wake_at:
             return  # superseded by an earlier wake-up; nothing can be due before _wake_at
         now = self.env.now
         heap = self._heap
         limit = now + abs(now) * _FINISH_REL_TOL
         done: list[Flow] = []
+        pop, push = heapq.heappop, heapq.heappush
         while heap and heap[0][0] <= limit:
-            queued, _, flow = heapq.heappop(heap)
+            queued, _, flow = pop(heap)
             if queued != flow._queued_s:
                 continue  # superseded by an earlier entry of the same flow
             if flow._finish_s <= limit:
@@ -233,68 +240,71 @@ class Network:
                 done.append(flow)
             else:  # slowed down since it was queued
                 flow._queued_s = flow._finish_s
-                heapq.heappush(heap, (flow._finish_s, flow.flow_id, flow))
+                push(heap, (flow._finish_s, flow.flow_id, flow))
         self._wake_at = math.inf
         dirty = self._dirty
+        record = self.record_timeline
+        end_phase = self._end_bandwidth_phase
         for flow in done:
             for link in flow.links:
                 flows = link.flows
                 del flows[flow]
                 if not flows:
                     link.busy_s += now - link._busy_since
-                    if self.record_timeline and link.index >= 0:
+                    if record and link.index >= 0:
                         link.rate_timeline.append((now, 0.0))
                 elif link.capacity_bytes_per_s != math.inf:
                     dirty[link] = None
-            self._end_bandwidth_phase(flow, now)
+            end_phase(flow, now)
         if dirty and not self._recompute_pending:
             self._recompute_pending = True
-            simpy.Timeout(self.env, 0.0).callbacks.append(self._recompute)
+            self._call_in(0.0, self._recompute)
         if heap:
             self._schedule_wake(heap[0][0], now)
 
     def _end_bandwidth_phase(self, flow: Flow, now: float) -> None:
         flow.bandwidth_end_s = now
         flow._remaining = 0.0
-        num_bytes, cls = flow.num_bytes, flow.traffic_class
-        for link in flow.links:
-            link.num_bytes += num_bytes
-            by_class = link.bytes_by_class
-            by_class[cls] = by_class.get(cls, 0) + num_bytes
+        counter, cls = flow.counter, flow.traffic_class  # the path's; its links sum them
+        counter[cls] = counter.get(cls, 0) + flow.num_bytes
         if flow._on_sent is not None:
             flow._on_sent(flow)
-        if flow.latency_s > 0:
+        latency_s = flow.latency_s
+        if latency_s > 0:
             # flows ending together with the same latency share one delivery event
-            at = now + flow.latency_s
+            at = now + latency_s
             batch = self._deliveries.get(at)
             if batch is None:
                 self._deliveries[at] = [flow]
-                event = simpy.Timeout(self.env, flow.latency_s, at)
-                event.callbacks.append(self._deliver)
+                self._call_in(latency_s, self._deliver)  # due at now + latency_s = at
             else:
                 batch.append(flow)
         else:
-            self._deliver_now(flow, now)
+            flow.delivered_s = now
+            if flow._on_delivered is not None:
+                flow._on_delivered(flow)
 
-    def _deliver(self, event: simpy.Timeout) -> None:
+    def _deliver(self, _event: object = None) -> None:
         now = self.env.now
-        for flow in self._deliveries.pop(event.value):
-            self._deliver_now(flow, now)
+        for flow in self._deliveries.pop(now):
+            flow.delivered_s = now
+            if flow._on_delivered is not None:
+                flow._on_delivered(flow)
 
-    @staticmethod
-    def _deliver_now(flow: Flow, now: float) -> None:
-        flow.delivered_s = now
-        if flow._on_delivered is not None:
-            flow._on_delivered(flow)
-
-    def _record_rates(self, flows: Iterable[Flow], now: float) -> None:
-        touched: dict[Link, None] = {}
-        for flow in flows:
-            for link in flow.links:
-                if link.index >= 0:
-                    touched[link] = None
+    def _record_rates(self, flows: Sequence[Flow], now: float) -> None:
+        """Append the total rate of every reported link the flows cross, where it changed."""
+        if len(flows) == 1:
+            touched: Iterable[Link] = flows[0].links  # a path crosses a link once
+        else:
+            touched = {link: None for flow in flows for link in flow.links}
         for link in touched:
-            total = sum(f.rate_bytes_per_s for f in link.flows)
+            if link.index < 0:
+                continue
+            link_flows = link.flows
+            if len(link_flows) == 1:  # the sum of one positive rate (lone flows: most)
+                total = next(iter(link_flows)).rate_bytes_per_s
+            else:
+                total = sum(f.rate_bytes_per_s for f in link_flows)
             timeline = link.rate_timeline
             if timeline and timeline[-1][0] == now:
                 timeline[-1] = (now, total)

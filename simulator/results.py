@@ -20,17 +20,24 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from simulator.timelines import resample_max, resample_mean
+
 __all__ = ["ComputeSpan", "Transfer", "RankStats", "LinkStats", "SimulationResult",
-           "WALL_CLOCK_STATS"]
+           "WALL_CLOCK_STATS", "JSON_TIMELINE_LINKS", "JSON_TIMELINE_POINTS"]
 
 WALL_CLOCK_STATS: tuple[str, ...] = ("wall_s", "events_per_s")
 """Entries of `stats` that depend on the machine, left out of written files."""
+
+JSON_TIMELINE_LINKS = 128
+"""`to_json` keeps the rate timelines of at most this many links: those with the most bytes."""
+JSON_TIMELINE_POINTS = 512
+"""`to_json` resamples longer timelines to this many points (`simulator/timelines.py`)."""
 
 
 class ComputeSpan(NamedTuple):
@@ -168,11 +175,25 @@ class SimulationResult:
             "mean_comm_wait_s": sum(r.comm_wait_s for r in self.ranks) / max(len(self.ranks), 1),
         }
 
-    def to_json(self, *, timelines: bool = True, spans: bool = True) -> dict[str, Any]:
-        """Everything as JSON-ready data; leave out timelines and spans for a compact summary."""
-        ranks = [asdict(r) for r in self.ranks]
-        links = [asdict(l) for l in self.links]
-        if not timelines:
+    def to_json(self, *, timelines: bool = True, spans: bool = True,
+                max_timeline_links: int | None = JSON_TIMELINE_LINKS,
+                max_timeline_points: int | None = JSON_TIMELINE_POINTS) -> dict[str, Any]:
+        """Everything as JSON-ready data; leave out timelines and spans for a compact summary.
+
+        Timelines are bounded so that a large step stays a readable file: link-rate timelines
+        only for the `max_timeline_links` links that carried the most bytes (the others keep
+        every figure but the timeline), and any timeline longer than `max_timeline_points`
+        resampled to that many equal buckets of the step (rates by their mean, memory by its
+        maximum; `simulator/timelines.py`). The key "timelines" says what was bounded. None
+        for a limit keeps everything; small steps are within both limits.
+        """
+        ranks = [_row(r) for r in self.ranks]
+        links = [_row(l) for l in self.links]
+        timeline_info = None
+        if timelines:
+            timeline_info = self._bound_timelines(ranks, links, max_timeline_links,
+                                                  max_timeline_points)
+        else:
             for row in ranks:
                 row.pop("memory_timeline")
             for row in links:
@@ -184,10 +205,37 @@ class SimulationResult:
                                "num_stages": self.num_stages,
                                "tensor_parallel": self.tensor_parallel,
                                "ranks": ranks, "links": links}
+        if timeline_info is not None:
+            out["timelines"] = timeline_info
         if spans:
             out["spans"] = [s._asdict() for s in self.spans]
             out["transfers"] = [t._asdict() for t in self.transfers]
         return out
+
+    def _bound_timelines(self, ranks: list[dict[str, Any]], links: list[dict[str, Any]],
+                         max_links: int | None, max_points: int | None) -> dict[str, Any]:
+        """Apply `to_json`'s limits to the rows in place; say what they changed."""
+        with_timeline = [i for i, l in enumerate(self.links) if l.rate_timeline]
+        if max_links is not None and len(with_timeline) > max_links:
+            by_bytes = sorted(with_timeline, key=lambda i: (
+                -self.links[i].total_bytes, self.links[i].src, self.links[i].dst))
+            for i in by_bytes[max_links:]:
+                links[i]["rate_timeline"] = []
+        num_resampled = 0
+        if max_points is not None:
+            end_s = self.step_time_s
+            for row in links:
+                if len(row["rate_timeline"]) > max_points:
+                    row["rate_timeline"] = resample_mean(row["rate_timeline"], end_s, max_points)
+                    num_resampled += 1
+            for row in ranks:
+                if len(row["memory_timeline"]) > max_points:
+                    row["memory_timeline"] = resample_max(row["memory_timeline"], end_s,
+                                                          max_points)
+                    num_resampled += 1
+        return {"max_links": max_links, "max_points": max_points,
+                "links_with_rate_timeline": sum(1 for row in links if row["rate_timeline"]),
+                "links_recorded": len(with_timeline), "num_resampled": num_resampled}
 
     def write(self, out_dir: str | Path) -> list[Path]:
         """summary.json, ranks.csv, links.csv, spans.csv, transfers.csv, memory.csv."""
@@ -195,28 +243,34 @@ class SimulationResult:
         out.mkdir(parents=True, exist_ok=True)
         written = [out / "summary.json"]
         written[0].write_text(json.dumps(self.to_json(timelines=False, spans=False), indent=2))
-        rank_rows = [{k: v for k, v in asdict(r).items() if k != "memory_timeline"}
-                     for r in self.ranks]
-        for row in rank_rows:
-            row["gpus"] = " ".join(row["gpus"])
-        written.append(_write_csv(out / "ranks.csv", rank_rows))
-        written.append(_write_csv(out / "links.csv", [
-            {k: v for k, v in asdict(l).items() if k != "rate_timeline"} for l in self.links]))
-        written.append(_write_csv(out / "spans.csv", [s._asdict() for s in self.spans],
-                                  list(ComputeSpan._fields)))
-        written.append(_write_csv(out / "transfers.csv", [t._asdict() for t in self.transfers],
-                                  list(Transfer._fields)))
-        written.append(_write_csv(out / "memory.csv", [
-            {"dp_index": r.dp_index, "pp_index": r.pp_index, "time_s": t, "bytes": b}
-            for r in self.ranks for t, b in r.memory_timeline],
-            ["dp_index", "pp_index", "time_s", "bytes"]))
+        rank_fields = [f.name for f in fields(RankStats) if f.name != "memory_timeline"]
+        written.append(_write_csv(out / "ranks.csv", rank_fields, (
+            [" ".join(r.gpus) if name == "gpus" else getattr(r, name) for name in rank_fields]
+            for r in self.ranks)))
+        link_fields = [f.name for f in fields(LinkStats) if f.name != "rate_timeline"]
+        written.append(_write_csv(out / "links.csv", link_fields, (
+            [getattr(l, name) for name in link_fields] for l in self.links)))
+        written.append(_write_csv(out / "spans.csv", ComputeSpan._fields, self.spans))
+        written.append(_write_csv(out / "transfers.csv", Transfer._fields, self.transfers))
+        written.append(_write_csv(out / "memory.csv", ("dp_index", "pp_index", "time_s", "bytes"),
+                                  ((r.dp_index, r.pp_index, t, b)
+                                   for r in self.ranks for t, b in r.memory_timeline)))
         return written
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str] | None = None) -> Path:
-    names = fields if fields is not None else (list(rows[0]) if rows else [])
+def _row(record: RankStats | LinkStats) -> dict[str, Any]:
+    """A dataclass as a dict, lists copied (what `dataclasses.asdict` gives, without deep-copying
+    every number: that took most of `pipesim run` on a large step)."""
+    out = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        out[f.name] = list(value) if isinstance(value, list) else value
+    return out
+
+
+def _write_csv(path: Path, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=names)
-        writer.writeheader()
+        writer = csv.writer(handle)
+        writer.writerow(names)
         writer.writerows(rows)
     return path

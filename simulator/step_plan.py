@@ -62,3 +62,8 @@ class StepPlan:
         if self.p2p_protocol not in P2P_PROTOCOLS:
             raise ValueError(f"p2p_protocol = {self.p2p_protocol!r}: use one of "
                              f"{', '.join(P2P_PROTOCOLS)}")
+        for name in ("forward_s", "backward_s"):
+            for chunk, seconds in enumerate(getattr(self, name)):
+                if not seconds >= 0:
+                    raise ValueError(f"{name}[{chunk}] = {seconds!r}: a chunk's duration must be "
+                                     ">= 0 seconds; check the cost model or the plan built by hand")

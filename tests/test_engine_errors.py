@@ -113,3 +113,11 @@ def test_hardware_presets_cite_a_source_for_every_number() -> None:
     for name in ("a100", "h100", "h200", "b200", "h100-sxm"):
         spec = load_hardware(name)
         assert set(numeric) <= set(spec.sources), name
+
+
+def test_a_negative_chunk_duration_names_the_chunk() -> None:
+    schedule = Schedule("custom", 1, 1, 1, {0: _actions("0F0 0B0")})
+    with pytest.raises(ValueError, match=(
+            r"backward_s\[0\] = -1.0: a chunk's duration must be >= 0 seconds; check the cost "
+            r"model or the plan built by hand")):
+        StepPlan(schedule, 1, 1, (1.0,), (-1.0,), {})

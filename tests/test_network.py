@@ -140,3 +140,23 @@ def test_bad_links_are_rejected_with_the_key(env: simpy.Environment) -> None:
         net.add_link(("a", "b"), 1.0)
     with pytest.raises(KeyError, match=r"link \('b', 'a'\) is not in the network"):
         net.transfer([("b", "a")], 1)
+
+
+def test_link_bytes_sum_every_path_through_the_link_by_traffic_class(
+        env: simpy.Environment) -> None:
+    """Bytes are counted per path; a link shared by two paths reports both, split by class."""
+    net = Network(env)
+    for key in (("a", "s"), ("b", "s"), ("s", "c")):
+        net.add_link(key, 10.0)
+    from_a, from_b = net.make_path([("a", "s"), ("s", "c")]), net.make_path([("b", "s"),
+                                                                             ("s", "c")])
+    net.start_flow(from_a, 30, traffic_class=0)
+    net.start_flow(from_b, 7, traffic_class=1)
+    net.start_flow(from_a, 5, traffic_class=1)
+    assert net.links[("s", "c")].num_bytes == 0  # credited when the bandwidth phase ends
+    env.run()
+    assert net.links[("s", "c")].num_bytes == 42
+    assert net.links[("s", "c")].bytes_by_class == {0: 30, 1: 12}
+    assert net.links[("a", "s")].bytes_by_class == {0: 30, 1: 5}
+    assert net.links[("b", "s")].num_bytes == 7
+    assert [s.num_bytes for s in net.stats()] == [35, 7, 42]
