@@ -1,0 +1,303 @@
+"""Calibration, the torch-free half: what to measure, the alpha-beta fit, and the profile it makes.
+
+`pipesim calibrate` measures this machine with the real runner's own code (real_runner/
+calibration.py does the measuring, in separate processes from any validated run) and this
+module turns the raw numbers into what the simulator reads:
+
+- a `MeasuredProfile` (simulator/hardware.py, format_version 1): per-sublayer forward/backward
+  seconds at each scenario's shape, AttnRes aggregation seconds against the number of sources,
+  and one point-to-point alpha-beta per directed rank pair;
+- a `HardwareSpec` for the machine whose peaks are the measured matmul rate and elementwise
+  bandwidth (the roofline the cost model falls back to, e.g. for the standard residual's add);
+- an `ActivationProfile` (simulator/calibrate_memory.py): bytes autograd saves per piece.
+
+The point-to-point sweep times a transfer the way a pipeline meets it: the sender posted its
+send earlier and went on computing, the receiver arrives later and waits for the data. gloo
+moves an unbound buffer only once the receive is posted (a rendezvous), so that wait - from
+posting the receive to the data in place - is what the simulator's rendezvous protocol
+(simulator/validate_engine.py) charges as latency_s + bytes / bandwidth_bytes_per_s. Per size
+the lower quartile of the rounds is kept, and of `num_sweep_passes` passes the fastest (rounds
+that waited for a core other processes held are the host's noise, not the link's). `sender_busy`
+keeps the sender computing in a thread meanwhile (off by default: on the 2-core validation host
+it made the sweep noisier without reproducing the delays pipelined runs show, see
+docs/accuracy-report.md). `fit_alpha_beta` fits t(s) = alpha + s / beta by least squares with each squared
+residual divided by its time t, halfway between plain least squares (the largest message decides
+everything) and relative errors (the tiny ones do). A token-bucket-shaped link is the reason: a
+message smaller than the bucket passes at line rate, so the small sizes of a sweep do not show
+the shaped bandwidth the large ones do.
+
+    plan = CalibrationPlan.for_scenarios([load_scenario("scenarios/cpu_block_naive_gpipe.yaml")], 2)
+    fit = fit_alpha_beta([1024, 65536, 1 << 20], [2e-4, 3e-4, 1.2e-3])
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from simulator.errors import UserError
+from simulator.scenario import Scenario
+
+__all__ = [
+    "CalibrationError",
+    "CalibrationShape",
+    "CalibrationPlan",
+    "PieceTiming",
+    "AggregationPoint",
+    "SavedBytesRecord",
+    "P2PSweep",
+    "ShapeMeasurements",
+    "RankMeasurements",
+    "AlphaBetaFit",
+    "fit_alpha_beta",
+    "fit_sweep",
+    "shapes_for",
+    "default_message_sizes",
+    "median_across_ranks",
+]
+
+PIECES: tuple[str, ...] = ("attention", "mlp", "embedding", "head")
+"""Sublayer kinds the profile times (hardware.SublayerTiming.kind)."""
+
+
+class CalibrationError(UserError):
+    """Calibration cannot proceed or its measurements cannot be fitted."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CalibrationShape(_Strict):
+    """One model shape to time: the keys the cost model matches measured timings on."""
+
+    hidden_size: int = Field(ge=1)
+    num_heads: int = Field(ge=1)
+    ffn_hidden_size: int = Field(ge=1)
+    vocab_size: int = Field(ge=1)
+    seq_len: int = Field(ge=1)
+    micro_batch_size: int = Field(ge=1)
+    dtype: Literal["bf16", "fp16", "fp32"]
+    mlp: Literal["swiglu", "gelu"]
+    max_sources: int = Field(ge=0)
+    """Largest AttnRes aggregation to time (N + 1 for the final one); 0: standard only."""
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """Everything but max_sources: two scenarios with one key share their timings."""
+        return (self.hidden_size, self.num_heads, self.ffn_hidden_size, self.vocab_size,
+                self.seq_len, self.micro_batch_size, self.dtype, self.mlp)
+
+    @property
+    def plane_bytes(self) -> int:
+        """One [b, T, d] activation."""
+        size = {"bf16": 2, "fp16": 2, "fp32": 4}[self.dtype]
+        return self.micro_batch_size * self.seq_len * self.hidden_size * size
+
+
+def shapes_for(scenarios: Sequence[Scenario]) -> list[CalibrationShape]:
+    """The distinct shapes of some scenarios, each with the most sources any of them needs."""
+    merged: dict[tuple[object, ...], CalibrationShape] = {}
+    for s in scenarios:
+        m = s.model
+        blocks = s.num_blocks()
+        shape = CalibrationShape(
+            hidden_size=m.hidden_size, num_heads=m.num_heads, ffn_hidden_size=m.ffn_hidden_size,
+            vocab_size=m.vocab_size, seq_len=m.seq_len, micro_batch_size=m.micro_batch_size,
+            dtype=m.dtype, mlp=m.mlp, max_sources=0 if blocks is None else blocks + 1)
+        old = merged.get(shape.key)
+        if old is None or old.max_sources < shape.max_sources:
+            merged[shape.key] = shape
+    return list(merged.values())
+
+
+def default_message_sizes(scenarios: Sequence[Scenario], *, min_bytes: int = 1024,
+                          at_least_bytes: int = 1 << 20) -> list[int]:
+    """Powers of 4 from `min_bytes` up to twice the largest transition (at least 1 MiB)."""
+    from simulator.manifest import build_manifest  # noqa: PLC0415
+
+    largest = max((build_manifest(s).peak_bytes(build_manifest(s).comm_mode) for s in scenarios),
+                  default=0)
+    top = max(2 * largest, at_least_bytes)
+    sizes, size = [], min_bytes
+    while size < top:
+        sizes.append(size)
+        size *= 4
+    return sizes + [size]
+
+
+class CalibrationPlan(_Strict):
+    """What every calibration process measures (written as JSON for the worker processes)."""
+
+    shapes: list[CalibrationShape]
+    nproc: int = Field(ge=1)
+    backend: Literal["gloo", "nccl"] = "gloo"
+    message_sizes_bytes: list[int] = Field(min_length=2)
+    """The point-to-point sweep; at least two sizes, so latency and bandwidth separate."""
+    num_sweep_passes: int = Field(default=3, ge=1)
+    """Point-to-point sweeps per pair; per size the fastest pass is kept."""
+    sender_busy: bool = False
+    """Keep the sender computing (the runner's sublayer, in a thread) during the sweep."""
+    num_repeats: int = Field(default=15, ge=3)
+    """Timed repetitions per measurement (medians are kept)."""
+    num_warmup: int = Field(default=3, ge=0)
+    max_seconds_per_point: float = Field(default=0.5, gt=0)
+    """Stop repeating a point after this long (at least 3 repetitions are always taken)."""
+    gpu_name_pattern: str = "proc{rank}"
+    """Topology node name of rank r in the profile's p2p entries (host_loopback: proc{rank})."""
+    timeout_s: float = Field(default=120.0, gt=0)
+
+    @classmethod
+    def for_scenarios(cls, scenarios: Sequence[Scenario], nproc: int,
+                      **options: object) -> CalibrationPlan:
+        """The plan for some scenarios' shapes; options override the defaults."""
+        if not scenarios:
+            raise CalibrationError("calibrate: no scenario given; pass the scenario files whose "
+                                   "shapes to measure, e.g. `pipesim calibrate "
+                                   "scenarios/cpu_block_naive_gpipe.yaml --nproc 2`")
+        sizes = options.pop("message_sizes_bytes", None) or default_message_sizes(scenarios)
+        return cls(shapes=shapes_for(scenarios), nproc=nproc, message_sizes_bytes=sizes,
+                   **options)
+
+
+class PieceTiming(_Strict):
+    """Median seconds of one sublayer kind on one rank."""
+
+    kind: Literal["attention", "mlp", "embedding", "head"]
+    forward_s: float
+    backward_s: float
+    num_samples: int
+
+
+class AggregationPoint(_Strict):
+    """Median seconds (and saved bytes) of one AttnRes aggregation over `num_sources` sources."""
+
+    num_sources: int
+    forward_s: float
+    backward_s: float
+    saved_bytes: int
+    """Bytes the aggregation saves for backward, its sources' own storages excluded."""
+    sources_saved: bool
+    """Whether it also keeps its sources' own storages."""
+
+
+class SavedBytesRecord(_Strict):
+    """Bytes autograd saves for one piece, its inputs' storages excluded."""
+
+    kind: Literal["attention", "mlp", "embedding", "head"]
+    saved_bytes: int
+    input_saved: bool
+    """Whether it keeps its input's storage (embedding: the token ids; head: the hidden)."""
+    second_input_saved: bool = False
+    """Head only: whether the loss keeps the target ids."""
+
+
+class P2PSweep(_Strict):
+    """Late-receiver transfers between one directed rank pair."""
+
+    src_rank: int
+    dst_rank: int
+    sizes_bytes: list[int]
+    one_way_s: list[float]
+    """Time from posting the receive to the data in place, per size (lower quartile)."""
+    sender_busy: bool
+    """Whether the sender was computing meanwhile."""
+
+
+class ShapeMeasurements(_Strict):
+    """Everything one rank measured at one shape."""
+
+    shape: CalibrationShape
+    pieces: list[PieceTiming]
+    aggregation: list[AggregationPoint]
+    saved: list[SavedBytesRecord]
+    index_bytes_per_token: int
+    """Bytes of one token id as the runner stores it (int64: 8)."""
+
+
+class RankMeasurements(_Strict):
+    """One calibration process's raw results (raw-rank-<r>.json)."""
+
+    rank: int
+    world_size: int
+    backend: str
+    device: str
+    hostname: str
+    num_threads: int
+    device_memory_bytes: int
+    """RAM (CPU) or GPU memory of the device the rank computed on."""
+    shapes: list[ShapeMeasurements]
+    matmul_flops_per_s: float
+    elementwise_bytes_per_s: float
+    p2p: list[P2PSweep]
+
+
+@dataclass(frozen=True)
+class AlphaBetaFit:
+    """t(s) = latency_s + s / bandwidth_bytes_per_s, with how well it fits."""
+
+    latency_s: float
+    bandwidth_bytes_per_s: float
+    max_relative_residual: float
+    """max |fit - measured| / measured over the points."""
+    num_points: int
+
+    def predict_s(self, num_bytes: float) -> float:
+        """The fitted time of one message."""
+        return self.latency_s + num_bytes / self.bandwidth_bytes_per_s
+
+
+def fit_alpha_beta(sizes_bytes: Sequence[float], times_s: Sequence[float]) -> AlphaBetaFit:
+    """Least-squares alpha-beta fit, each squared residual weighted by 1/t.
+
+    A negative intercept is clamped to zero (the fit is redone through the origin).
+
+    Raises:
+        CalibrationError: fewer than two distinct sizes, a non-positive time, or times that do
+            not grow with size (the bandwidth term cannot be resolved).
+    """
+    if len(sizes_bytes) != len(times_s):
+        raise CalibrationError(f"alpha-beta fit: {len(sizes_bytes)} sizes but {len(times_s)} "
+                               "times; give one time per size")
+    if len(set(sizes_bytes)) < 2:
+        raise CalibrationError(f"alpha-beta fit: sizes {list(sizes_bytes)} have fewer than two "
+                               "distinct values; sweep at least two message sizes")
+    bad = [t for t in times_s if not (t > 0 and math.isfinite(t))]
+    if bad:
+        raise CalibrationError(f"alpha-beta fit: time {bad[0]!r} is not a positive number; "
+                               "the measurement failed, calibrate again")
+    w = [1.0 / t for t in times_s]
+    sw = sum(w)
+    ss = sum(wi * s for wi, s in zip(w, sizes_bytes))
+    st = sum(wi * t for wi, t in zip(w, times_s))
+    sss = sum(wi * s * s for wi, s in zip(w, sizes_bytes))
+    sst = sum(wi * s * t for wi, s, t in zip(w, sizes_bytes, times_s))
+    det = sw * sss - ss * ss
+    slope = (sw * sst - ss * st) / det
+    alpha = (st - slope * ss) / sw
+    if alpha < 0:
+        alpha, slope = 0.0, sst / sss
+    if slope <= 0:
+        raise CalibrationError(
+            f"alpha-beta fit: times {[f'{t:.3g}' for t in times_s]} s do not grow with sizes "
+            f"{list(sizes_bytes)} bytes, so no bandwidth can be fitted; sweep larger messages "
+            "(--sizes) or repeat more (--repeats) on a quieter machine")
+    residual = max(abs(alpha + s * slope - t) / t for s, t in zip(sizes_bytes, times_s))
+    return AlphaBetaFit(alpha, 1.0 / slope, residual, len(times_s))
+
+
+def fit_sweep(sweep: P2PSweep) -> AlphaBetaFit:
+    """The alpha-beta fit of one pair's sweep."""
+    return fit_alpha_beta(sweep.sizes_bytes, sweep.one_way_s)
+
+
+def median_across_ranks(values: Sequence[float]) -> float:
+    """The median of per-rank medians (ranks measured concurrently)."""
+    if not values:
+        raise CalibrationError("no rank reported this measurement; calibrate again")
+    return float(statistics.median(values))

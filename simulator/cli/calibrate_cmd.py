@@ -1,0 +1,119 @@
+"""`pipesim calibrate`: measure this machine with the real runner's code; write a profile.
+
+    pipesim calibrate scenarios/cpu_block_naive_gpipe.yaml --nproc 2 --out runs/calib
+
+Measures, at every given scenario's shapes, the per-sublayer forward and backward seconds of
+the runner's model, the AttnRes aggregation against its number of sources, what each piece
+saves for backward, and point-to-point alpha-beta between every directed rank pair over the
+chosen backend (a ping-pong message-size sweep). Writes profile.yaml, hardware.yaml,
+activations.yaml, topology.yaml and calibration.json under --out (docs/validation.md).
+Calibration runs in its own processes, separate from any run later validated.
+
+real_runner (torch) is imported inside the command only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from simulator.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from simulator.calibrate_files import Calibration
+
+__all__ = ["calibrate_cmd"]
+
+
+def _sizes(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--sizes = {text!r}: give comma-separated byte counts, e.g. "
+                        "1024,65536,1048576") from None
+    if len(set(sizes)) < 2 or min(sizes) < 4:
+        raise UserError(f"--sizes = {text!r}: give at least two distinct sizes of 4 bytes or "
+                        "more, so latency and bandwidth can be told apart")
+    return sorted(set(sizes))
+
+
+@click.command("calibrate")
+@click.argument("scenarios", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--nproc", type=int, default=2, show_default=True,
+              help="Processes to start (rank pairs are swept between all of them).")
+@click.option("--backend", type=click.Choice(["gloo", "nccl"]), default="gloo",
+              show_default=True, help="gloo on CPUs; nccl with one GPU per process.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/calib",
+              show_default=True, help="Calibration directory to write.")
+@click.option("--sizes", default=None,
+              help="Message sizes in bytes, comma-separated (default: powers of 4 from 1 KiB "
+                   "to twice the scenarios' largest transition).")
+@click.option("--repeats", type=int, default=15, show_default=True,
+              help="Timed repetitions per measurement (medians are kept).")
+@click.option("--max-seconds-per-point", type=float, default=0.5, show_default=True,
+              help="Stop repeating one measurement after this long (3 repetitions at least).")
+@click.option("--gpu-name", "gpu_name", default="proc{rank}", show_default=True,
+              help="Topology node name of rank r in the profile's p2p entries.")
+@click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True,
+              help="Seconds any process waits for another.")
+def calibrate_cmd(scenarios: tuple[str, ...], nproc: int, backend: str, out_dir: str,
+                  sizes: str | None, repeats: int, max_seconds_per_point: float, gpu_name: str,
+                  timeout_s: float) -> None:
+    """Measure compute and link costs here and write a hardware profile."""
+    from rich.console import Console
+
+    from real_runner.calibration_launch import run_calibration
+    from simulator.calibrate import CalibrationPlan
+    from simulator.scenario import load_scenario
+
+    if nproc < 2:
+        raise UserError(f"--nproc = {nproc}: point-to-point calibration needs at least 2 "
+                        "processes")
+    if repeats < 3:
+        raise UserError(f"--repeats = {repeats}: use at least 3 (medians are kept)")
+    if "{rank}" not in gpu_name:
+        raise UserError(f"--gpu-name = {gpu_name!r}: must contain {{rank}}, e.g. proc{{rank}}")
+    loaded = [load_scenario(path) for path in scenarios]
+    plan = CalibrationPlan.for_scenarios(
+        loaded, nproc, backend=backend, message_sizes_bytes=_sizes(sizes), num_repeats=repeats,
+        max_seconds_per_point=max_seconds_per_point, gpu_name_pattern=gpu_name,
+        timeout_s=timeout_s)
+    console = Console()
+    with console.status(f"calibrating {len(plan.shapes)} shape(s) with {nproc} processes..."):
+        calibration = run_calibration(plan, out_dir)
+    _print(console, calibration, Path(out_dir))
+
+
+def _print(console: Console, calibration: Calibration, out: Path) -> None:
+    from rich.table import Table
+
+    from simulator.units import format_bytes, format_seconds
+
+    profile = calibration.profile
+    table = Table(title=f"Measured on {profile.device}")
+    for column in ("piece", "shape (d, T, b, dtype)", "forward", "backward"):
+        table.add_column(column)
+    for s in profile.sublayers:
+        table.add_row(s.kind, f"{s.hidden_size}, {s.seq_len}, {s.micro_batch_size}, {s.dtype}",
+                      format_seconds(s.forward_s), format_seconds(s.backward_s))
+    for a in profile.aggregation:
+        table.add_row(f"aggregation, {a.num_sources} sources",
+                      f"{a.hidden_size}, {a.seq_len}, {a.micro_batch_size}, {a.dtype}",
+                      format_seconds(a.forward_s), format_seconds(a.backward_s))
+    console.print(table)
+    links = Table(title="Point-to-point alpha-beta (ping-pong sweep)")
+    for column in ("ranks", "latency", "bandwidth", "worst fit residual"):
+        links.add_column(column)
+    for pair, fit in calibration.fits.items():
+        links.add_row(pair, format_seconds(fit.latency_s),
+                      f"{format_bytes(fit.bandwidth_bytes_per_s)}/s",
+                      f"{100 * fit.max_relative_residual:.0f}%")
+    console.print(links)
+    console.print(f"Wrote {out}/profile.yaml, hardware.yaml, activations.yaml, topology.yaml "
+                  "and calibration.json")

@@ -1,0 +1,107 @@
+"""The torch-free half of calibration: alpha-beta fit, one-way times, shapes, message sizes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from simulator.calibrate import (
+    CalibrationError, CalibrationPlan, P2PSweep, default_message_sizes, fit_alpha_beta,
+    fit_sweep, shapes_for,
+)
+from simulator.manifest import build_manifest
+from simulator.scenario import load_scenario
+
+BASE = {"name": "s", "model": {"num_layers": 2, "hidden_size": 64, "num_heads": 4,
+                               "ffn_hidden_size": 256, "vocab_size": 100, "seq_len": 16,
+                               "dtype": "fp32"},
+        "pipeline": {"num_stages": 2, "num_microbatches": 2}}
+
+
+def test_exact_alpha_beta_is_recovered():
+    sizes = [1024, 4096, 65536, 1 << 20, 4 << 20]
+    times = [50e-6 + s / 2e9 for s in sizes]
+    fit = fit_alpha_beta(sizes, times)
+    assert fit.latency_s == pytest.approx(50e-6, rel=1e-9)
+    assert fit.bandwidth_bytes_per_s == pytest.approx(2e9, rel=1e-9)
+    assert fit.max_relative_residual == pytest.approx(0.0, abs=1e-9)
+    assert fit.predict_s(1 << 20) == pytest.approx(times[3])
+
+
+def test_noisy_points_fit_within_the_noise():
+    rng = random.Random(0)
+    sizes = [4 ** k * 1024 for k in range(7)] * 3
+    times = [(1e-4 + s / 5e8) * (1 + rng.uniform(-0.05, 0.05)) for s in sizes]
+    fit = fit_alpha_beta(sizes, times)
+    assert fit.latency_s == pytest.approx(1e-4, rel=0.1)
+    assert fit.bandwidth_bytes_per_s == pytest.approx(5e8, rel=0.1)
+    assert fit.max_relative_residual < 0.12
+
+
+def test_a_negative_intercept_is_clamped_to_zero():
+    sizes = [1000, 2000, 4000]
+    fit = fit_alpha_beta(sizes, [0.5e-6, 1.6e-6, 3.9e-6])  # a line through (0, -0.5 us)
+    assert fit.latency_s == 0.0
+    assert fit.bandwidth_bytes_per_s > 0
+
+
+@pytest.mark.parametrize("sizes, times, message", [
+    ([1024, 1024], [1e-4, 2e-4], "fewer than two distinct values"),
+    ([1024, 2048], [1e-4, 0.0], "is not a positive number"),
+    ([1024, 1 << 20], [2e-3, 1e-3], "do not grow with sizes"),
+    ([1024], [1e-4, 2e-4], "1 sizes but 2 times"),
+])
+def test_unfittable_sweeps_say_why(sizes, times, message):
+    with pytest.raises(CalibrationError, match=message):
+        fit_alpha_beta(sizes, times)
+
+
+def test_a_sweep_fits_its_one_way_times():
+    sizes = [1024, 65536, 1 << 20]
+    sweep = P2PSweep(src_rank=0, dst_rank=1, sizes_bytes=sizes,
+                     one_way_s=[30e-6 + s / 1e9 for s in sizes], sender_busy=True)
+    fit = fit_sweep(sweep)
+    assert fit.latency_s == pytest.approx(30e-6)
+    assert fit.bandwidth_bytes_per_s == pytest.approx(1e9)
+    assert fit.num_points == 3
+
+
+def test_shapes_merge_and_keep_the_most_sources():
+    standard = load_scenario(BASE)
+    block = load_scenario({**BASE, "residual": {"kind": "block", "num_blocks": 2}})
+    full = load_scenario({**BASE, "residual": {"kind": "full"}})
+    shapes = shapes_for([standard, block, full])
+    assert len(shapes) == 1 and shapes[0].max_sources == 5  # Full AttnRes: L + 1 = 5
+    wider = load_scenario({**BASE, "model": {**BASE["model"], "hidden_size": 128}})
+    assert [s.max_sources for s in shapes_for([standard, wider])] == [0, 0]
+    assert shapes[0].plane_bytes == 16 * 64 * 4
+
+
+def test_message_sizes_cover_twice_the_largest_transition():
+    block = load_scenario({**BASE, "residual": {"kind": "full"},
+                           "model": {**BASE["model"], "seq_len": 4096}})
+    largest = build_manifest(block).peak_bytes("naive")
+    sizes = default_message_sizes([block])
+    assert sizes[0] == 1024 and all(b == 4 * a for a, b in zip(sizes, sizes[1:]))
+    assert sizes[-1] >= 2 * largest > sizes[-2]
+
+
+def test_a_plan_needs_a_scenario():
+    with pytest.raises(CalibrationError, match="no scenario given"):
+        CalibrationPlan.for_scenarios([], 2)
+
+
+def test_a_zero_latency_fit_still_makes_a_valid_topology():
+    from simulator.calibrate_files import Calibration
+    from simulator.calibrate_memory import ActivationProfile
+    from simulator.hardware import MeasuredProfile, P2PTiming, load_hardware
+    from topologies import load_topology
+
+    profile = MeasuredProfile(device="x", p2p=[P2PTiming(src_gpu="proc0", dst_gpu="proc1",
+                                                         latency_s=0.0,
+                                                         bandwidth_bytes_per_s=2.5e7)])
+    hardware = load_hardware({"preset": "h100", "profile": profile.model_dump()})
+    calibration = Calibration(hardware, ActivationProfile(device="x"))
+    graph = load_topology(calibration.topology(2))
+    assert graph.number_of_nodes() == 4

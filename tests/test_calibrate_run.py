@@ -1,0 +1,62 @@
+"""A real (short) calibration: two gloo processes measure the runner's model and the link."""
+
+from __future__ import annotations
+
+import pytest
+
+from simulator.calibrate import CalibrationPlan
+from simulator.calibrate_files import CALIBRATION_FILES, load_calibration
+from simulator.hardware import load_hardware
+from simulator.scenario import load_scenario
+
+pytestmark = pytest.mark.slow
+
+SCENARIO = {"name": "tiny", "model": {"num_layers": 2, "hidden_size": 64, "num_heads": 4,
+                                      "ffn_hidden_size": 128, "vocab_size": 64, "seq_len": 16,
+                                      "dtype": "fp32"},
+            "residual": {"kind": "block", "block_size": 2},
+            "pipeline": {"num_stages": 2, "num_microbatches": 2}}
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    from real_runner.calibration_launch import run_calibration
+
+    out = tmp_path_factory.mktemp("calib")
+    plan = CalibrationPlan.for_scenarios([load_scenario(SCENARIO)], 2,
+                                         message_sizes_bytes=[1024, 4 << 20],
+                                         num_repeats=5, num_warmup=1, max_seconds_per_point=0.2)
+    return run_calibration(plan, out), out
+
+
+def test_every_file_is_written_and_reads_back(calibrated):
+    calibration, out = calibrated
+    assert all((out / name).is_file() for name in CALIBRATION_FILES)
+    loaded = load_calibration(out)
+    assert loaded.hardware == load_hardware("hardware.yaml", base_dir=out)
+    assert loaded.profile == calibration.profile
+    assert loaded.fits.keys() == {"0->1", "1->0"}
+
+
+def test_profile_times_every_piece_and_aggregation(calibrated):
+    profile = calibrated[0].profile
+    assert sorted(s.kind for s in profile.sublayers) == ["attention", "embedding", "head", "mlp"]
+    assert all(s.forward_s > 0 and s.backward_s > 0 for s in profile.sublayers)
+    # N = 2 blocks: the final aggregation reads b0, b1, b2
+    assert [a.num_sources for a in profile.aggregation] == [1, 2, 3]
+    assert {(e.src_gpu, e.dst_gpu) for e in profile.p2p} == {("proc0", "proc1"),
+                                                             ("proc1", "proc0")}
+    assert all(e.bandwidth_bytes_per_s > 0 and e.latency_s >= 0 for e in profile.p2p)
+
+
+def test_saved_bytes_are_measured_per_piece(calibrated):
+    shape = calibrated[0].activations.shapes[0]
+    plane = 16 * 64 * 4
+    assert shape.plane_bytes == plane
+    # an attention sublayer keeps at least its QKV output (3 planes) and its norm output
+    assert shape.attention.internal_bytes >= 4 * plane and shape.attention.input_saved
+    assert shape.mlp_sublayer.internal_bytes > shape.attention.internal_bytes - plane
+    assert shape.embedding.input_saved and shape.targets_saved
+    assert shape.index_bytes_per_token == 8
+    grows = [shape.aggregation_bytes(k) for k in (1, 2, 3)]
+    assert grows == sorted(grows) and grows[0] > 0
