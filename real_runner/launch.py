@@ -114,7 +114,11 @@ def launch_local(scenario_path: str | Path, nproc: int, out_dir: str | Path, *,
 
 def _rank_env(rank: int, nproc: int, port: int, run_id: str,
               extra_env: dict[str, str] | None) -> dict[str, str]:
-    env = dict(os.environ)
+    # Local CPU ranks get the steady allocator calibration measures with, so a measured step
+    # does not pay glibc's heap trimming that the calibrated profile never saw.
+    from real_runner.calibration_launch import steady_allocator_env  # noqa: PLC0415
+
+    env = steady_allocator_env(dict(os.environ))
     threads = max(1, (os.cpu_count() or 1) // nproc)
     env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
                LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0", MASTER_ADDR="127.0.0.1",
