@@ -12,6 +12,13 @@ back (or the loss on the last chunk), plus every stored block c owns with the gr
 readers on this rank deposited (block_store.py). After backward, received leaves' gradients go
 into SEND_B (in reverse wire order, as the simulator's manifest lists them) and store readers'
 gradients are deposited for their owners.
+
+An AttnRes forward message is an int64 header (what the payload holds, block_store.py) and then
+the payload, whose receives can only be posted once the header is decoded. So that the header
+never costs a handshake of its own (on gloo and NCCL a receive posted after its send costs a
+round trip through both ranks' communication threads), its receive is posted early: as soon as
+the previous receive from the same peer has completed (or at the start of the step), which
+keeps every peer's receives in send order.
 """
 
 from __future__ import annotations
@@ -87,6 +94,8 @@ class PipelineExecutor:
         self._inbox_f: dict[tuple[int, int], _Inbound] = {}
         self._inbox_b: dict[tuple[int, int], list[Tensor]] = {}
         self._grads_out: dict[tuple[int, int], list[tuple[str, Tensor]]] = {}
+        self._header_posts = self._header_post_points() if attnres else {}
+        self._posted_headers: dict[tuple[int, int], tuple[Tensor, list]] = {}
         self._handlers = {
             ActionKind.FORWARD: self._forward, ActionKind.BACKWARD: self._backward,
             ActionKind.SEND_F: self._send_forward, ActionKind.RECV_F: self._recv_forward,
@@ -100,13 +109,16 @@ class PipelineExecutor:
         self.loss_sum = None
         for chunk in self.chunks.values():
             chunk.zero_grad(set_to_none=True)
-        for action in self.actions:
+        self._post_headers(-1)
+        for index, action in enumerate(self.actions):
             if before_action is not None:
                 before_action(action)
             self.links.check()
             self._handlers[action.kind](action)
+            self._post_headers(index)
         self.links.drain()
-        assert not (self._passes or self._inbox_f or self._inbox_b or self._grads_out), \
+        assert not (self._passes or self._inbox_f or self._inbox_b or self._grads_out
+                    or self._posted_headers), \
             "state left over after the step"
         assert self.store.is_empty(), "block store not released after the step"
         return None if self.loss_sum is None else float(self.loss_sum)
@@ -206,9 +218,8 @@ class PipelineExecutor:
             self._inbox_f[(c, m)] = _Inbound(wire, [], {})
             self._record(action, "recv", "forward", peer, c - 1, c, wire, 0, start)
             return
-        header = torch.empty(header_length(self._num_blocks), dtype=torch.int64,
-                             device=self.device)
-        self.links.recv(peer, [header])
+        header, works = self._posted_headers.pop((c, m))
+        self.links.wait_recv(peer, works)
         info = decode_header(header)
         if (info.src_chunk, info.microbatch) != (c - 1, m):
             raise RuntimeError(f"rank {self.rank}: expected the forward of chunk {c - 1}, "
@@ -226,6 +237,31 @@ class PipelineExecutor:
         self._inbox_f[(c, m)] = _Inbound(wire, info.held, dict(info.wire))
         self._record(action, "recv", "forward", peer, c - 1, c, wire,
                      header.numel() * header.element_size(), start)
+
+    def _header_post_points(self) -> dict[int, list[Action]]:
+        """For each action index (-1: the step's start), the RECV_F actions whose header
+        receive is posted right after it: the previous receive from the same peer."""
+        points: dict[int, list[Action]] = {}
+        last_recv_from: dict[int, int] = {}
+        for index, action in enumerate(self.actions):
+            if action.kind not in (ActionKind.RECV_F, ActionKind.RECV_B):
+                continue
+            peer = self._recv_peer(action)
+            if action.kind == ActionKind.RECV_F:
+                points.setdefault(last_recv_from.get(peer, -1), []).append(action)
+            last_recv_from[peer] = index
+        return points
+
+    def _recv_peer(self, action: Action) -> int:
+        offset = -1 if action.kind == ActionKind.RECV_F else 1
+        return self.layout.chunk_rank(action.stage_index + offset)
+
+    def _post_headers(self, after_index: int) -> None:
+        for action in self._header_posts.get(after_index, ()):
+            header = torch.empty(header_length(self._num_blocks), dtype=torch.int64,
+                                 device=self.device)
+            works = self.links.post_recv(self._recv_peer(action), [header])
+            self._posted_headers[(action.stage_index, action.microbatch_index)] = (header, works)
 
     # ----- backward ------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ A send returns at once. A per-link waiter thread blocks until each send complete
 calls the caller's `on_complete(end_time)`; sends on one link complete in order, so the
 thread's times are the real completion times (to the scheduler's resolution). `drain()` waits
 for every outstanding send (the end of a step). A receive blocks the caller until its tensors
-are filled.
+are filled; `post_recv` posts one early (the executor posts a header's receive before its
+action so that the header never costs a handshake of its own).
 """
 
 from __future__ import annotations
@@ -104,9 +105,21 @@ class Links:
 
     def recv(self, src: int, tensors: list[Tensor]) -> None:
         """Receive into `tensors` from `src`, in order; returns when they are filled."""
+        self.wait_recv(src, self.post_recv(src, tensors))
+
+    def post_recv(self, src: int, tensors: list[Tensor]) -> list[dist.Work]:
+        """Post receives into `tensors` from `src` without waiting; pass the result to
+        `wait_recv`. Receives from one peer match its sends in posting order."""
         group = self._groups[(src, self.rank)]
         try:
-            for work in [dist.irecv(t, src, group=group) for t in tensors]:
+            return [dist.irecv(t, src, group=group) for t in tensors]
+        except Exception as exc:
+            raise LinkError(src, f"receive from rank {src} failed: {exc}") from exc
+
+    def wait_recv(self, src: int, works: list[dist.Work]) -> None:
+        """Block until receives posted by `post_recv` have filled their tensors."""
+        try:
+            for work in works:
                 work.wait()
             synchronize(self.device)
         except Exception as exc:
