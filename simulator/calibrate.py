@@ -15,7 +15,7 @@ The point-to-point sweep times a transfer the way a pipeline meets it: the sende
 send earlier and went on computing, the receiver arrives later and waits for the data. gloo
 moves an unbound buffer only once the receive is posted (a rendezvous), so that wait - from
 posting the receive to the data in place - is what the simulator's rendezvous protocol
-(simulator/validate_engine.py) charges as latency_s + bytes / bandwidth_bytes_per_s. Per size
+(StepPlan.p2p_protocol) charges as latency_s + bytes / bandwidth_bytes_per_s. Per size
 the lower quartile of the rounds is kept, and of `num_sweep_passes` passes the fastest (rounds
 that waited for a core other processes held are the host's noise, not the link's). `sender_busy`
 keeps the sender computing in a thread meanwhile (off by default: on the 2-core validation host

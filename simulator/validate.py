@@ -13,7 +13,10 @@ separate `pipesim calibrate` run. Then:
 Resolution of what to simulate on: hardware is the calibration's (`--calibration DIR`) or the
 scenario's `hardware:`; the topology is `--topology`, else the scenario's `topology:`, else the
 calibrated host_loopback link for K local processes; the protocol is gloo's rendezvous for gloo
-runs and the engine's eager sends otherwise (simulator/validate_engine.py).
+runs and the engine's eager sends otherwise (`StepPlan.p2p_protocol`, simulator/step_plan.py:
+"eager" starts a message's flows at its send, as NCCL's GPU-driven transfers; "rendezvous" once
+both its send and its receive are posted, as a gloo TCP pair moves an unbound buffer only after
+the receiver announced it).
 
     report = validate_run(load_scenario("scenarios/cpu_block_naive_gpipe.yaml"),
                           "runs/measure/cpu_block_naive_gpipe", calibration="runs/calib")
@@ -35,6 +38,7 @@ from simulator.ingest import load_trace
 from simulator.ingest.model import MeasuredRun as IngestedRun
 from simulator.manifest import build_manifest
 from simulator.memory import memory_model
+from simulator.engine import P2P_PROTOCOLS, simulate_plan
 from simulator.plan import build_plan, resolve_fabric
 from simulator.results import SimulationResult
 from simulator.scenario import Scenario
@@ -54,7 +58,6 @@ from simulator.validate_compare import (
     compare_runner_step_time,
     measured_steps,
 )
-from simulator.validate_engine import PROTOCOLS, simulate_with_protocol
 
 __all__ = ["ValidationError", "ValidationReport", "validate_run"]
 
@@ -177,8 +180,8 @@ def validate_run(scenario: Scenario, trace: str | Path | Sequence[str | Path], *
                                   "at least one more step (--steps)")
     backend = runner.manifest.backend if runner is not None else _backend_of(ingested)
     protocol = protocol or ("rendezvous" if backend == "gloo" else "eager")
-    if protocol not in PROTOCOLS:
-        raise ValidationError(f"protocol = {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    if protocol not in P2P_PROTOCOLS:
+        raise ValidationError(f"protocol = {protocol!r}: use one of {', '.join(P2P_PROTOCOLS)}")
     calib = load_calibration(calibration) if isinstance(calibration, (str, Path)) \
         else calibration
     hardware = calib.hardware if calib is not None else None
@@ -195,10 +198,10 @@ def validate_run(scenario: Scenario, trace: str | Path | Sequence[str | Path], *
                                   "measured loopback of local processes")
         spec = calib.topology(ingested.world_size)
     fabric = resolve_fabric(scenario, spec, base_dir)
-    plan = build_plan(scenario, hardware, fabric)
+    plan = dataclasses.replace(build_plan(scenario, hardware, fabric), p2p_protocol=protocol)
     options = {"hardware": hardware.name, "comm_mode": build_manifest(scenario).comm_mode,
-               "schedule": p.schedule}
-    result = simulate_with_protocol(plan, protocol, options)  # type: ignore[arg-type]
+               "schedule": p.schedule, "protocol": protocol}
+    result = simulate_plan(plan, options=options)
     label = str(trace) if isinstance(trace, (str, Path)) else " ".join(map(str, trace))
     report = ValidationReport(scenario.name, label, ingested.source_format, backend,
                               protocol, hardware.name, fabric.description, simulated=result,

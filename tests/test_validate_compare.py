@@ -24,9 +24,9 @@ from simulator.trace_schema import (
     SCHEMA_VERSION, ComputeRecord, HeaderRecord, P2PRecord, RunManifest, StepRecord,
     TraceWriter, rank_trace_name, write_manifest,
 )
+from simulator.engine import simulate_plan
 from simulator.validate import ValidationError, validate_run
 from simulator.validate_compare import compare_generic_pairs, error_pct
-from simulator.validate_engine import simulate_with_protocol
 
 SCENARIO = {
     "name": "synthetic",
@@ -45,7 +45,7 @@ SCENARIO = {
 def _simulate(scenario, protocol="eager"):
     hw = load_hardware(scenario.hardware)
     plan = build_plan(scenario, hw, resolve_fabric(scenario))
-    return simulate_with_protocol(plan, protocol)
+    return simulate_plan(dataclasses.replace(plan, p2p_protocol=protocol))
 
 
 def write_fake_run(run_dir: Path, scenario, result, *, time_scale: float = 1.0,
