@@ -50,7 +50,7 @@ from real_runner.netns import LinkShape, shaped_namespace, unavailable_reason  #
 from simulator.calibrate_files import load_calibration  # noqa: E402
 from simulator.scenario import load_scenario  # noqa: E402
 from simulator.trace_schema import read_run  # noqa: E402
-from simulator.validate import validate_run  # noqa: E402
+from simulator.validate import ValidationReport, validate_run  # noqa: E402
 from simulator.validate_report import write_report  # noqa: E402
 
 TARGET_MEDIAN_PCT, TARGET_WORST_PCT, TARGET_MEMORY_PCT = 5.0, 15.0, 5.0
@@ -171,6 +171,9 @@ def _condition(name: str, label: str, scenarios: list[Path], out: Path, prefix: 
             "measured_steps_s": report.step.measured_steps_s if report.step else [],
             "step_error_pct": report.step_time_error_pct,
             "eager_step_error_pct": eager.step_time_error_pct,
+            "run_compute_step_error_pct": report.step.with_run_compute_error_pct
+            if report.step else None,
+            "compute_error_pct": _compute_error(report),
             "memory_error_pct": None if worst is None else worst.calibrated_error_pct,
             "analytic_memory_error_pct": None if worst is None else worst.analytic_error_pct,
             "load_1min": load, "external_cpu_share": share, "attempts": attempts,
@@ -180,6 +183,14 @@ def _condition(name: str, label: str, scenarios: list[Path], out: Path, prefix: 
         rows.append(row)
         print(_format_row(row), flush=True)
     return rows
+
+
+def _compute_error(report: ValidationReport) -> float | None:
+    """Median over (rank, chunk, F/B) of the calibrated compute's error against the run's own
+    medians: how far the host's speed moved between calibration and run."""
+    errors = [d.error_pct for d in report.durations
+              if not d.what.startswith("transfer") and d.error_pct is not None]
+    return statistics.median(errors) if errors else None
 
 
 def _message_costs(run_dir: Path, calib: Path) -> dict[str, float]:
@@ -214,7 +225,8 @@ def _pct(value: object) -> str:
 
 
 HEADER = ("| link | scenario | schedule | V | residual/mode | bytes | counts | simulated | "
-          "measured | step error | (eager) | memory error (analytic) | other CPU |")
+          "measured | step error | (eager) | compute error | step error, run's compute | "
+          "memory error (analytic) | other CPU |")
 
 
 def _format_row(r: dict[str, object]) -> str:
@@ -223,6 +235,7 @@ def _format_row(r: dict[str, object]) -> str:
             f"{'exact' if r['counts_exact'] else 'MISMATCH'} | "
             f"{1e3 * r['simulated_step_s']:.1f} ms | {1e3 * r['measured_step_s']:.1f} ms | "
             f"{_pct(r['step_error_pct'])} | ({_pct(r['eager_step_error_pct'])}) | "
+            f"{_pct(r['compute_error_pct'])} | {_pct(r['run_compute_step_error_pct'])} | "
             f"{_pct(r['memory_error_pct'])} "
             f"({_pct(r['analytic_memory_error_pct'])}) | "
             f"{100 * r['external_cpu_share']:.0f}% |")
@@ -245,6 +258,8 @@ def _summary(rows: list[dict[str, object]]) -> list[str]:
     mem = max(memory) if memory else float("nan")
     exact = all(r["bytes_exact"] for r in rows)
     verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    attributed = [abs(r["run_compute_step_error_pct"]) for r in rows
+                  if r.get("run_compute_step_error_pct") is not None]
     return [f"runs: {len(rows)}",
             f"bytes exact in every run: {exact} ({verdict(exact)})",
             f"median |step-time error|: {median:.1f}% (target <= {TARGET_MEDIAN_PCT}%: "
@@ -252,7 +267,10 @@ def _summary(rows: list[dict[str, object]]) -> list[str]:
             f"worst |step-time error|: {worst:.1f}% (target <= {TARGET_WORST_PCT}%: "
             f"{verdict(worst <= TARGET_WORST_PCT)})",
             f"worst |peak-memory error|: {mem:.2f}% (target <= {TARGET_MEMORY_PCT}%: "
-            f"{verdict(mem <= TARGET_MEMORY_PCT)})"]
+            f"{verdict(mem <= TARGET_MEMORY_PCT)})",
+            "attribution (not a prediction), the step simulated with the run's own compute: "
+            + (f"median |error| {statistics.median(attributed):.1f}%, worst "
+               f"{max(attributed):.1f}%" if attributed else "n/a")]
 
 
 PROBE_CASES = (("idle", "idle"), ("forward", "idle"), ("idle", "backward"),
@@ -330,7 +348,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/accuracy", type=Path)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--rate-mbit", type=float, default=200.0)

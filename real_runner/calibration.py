@@ -6,7 +6,8 @@ from any run that is later validated. Each one:
 1. times, at every shape of the plan, the runner's modules (real_runner/model.py,
    residual.py) the way the executor runs them: forward inside the runner's saved-tensor
    tracker, backward through `torch.autograd.backward`, fresh input leaves each repetition,
-   warm-up first, medians kept. Pieces: an attention sublayer, an MLP sublayer, the embedding,
+   warm-up first, medians kept; the pieces take turns in rounds for at least
+   `min_compute_seconds`, so a shared host's slow spells weigh on all of them alike. Pieces: an attention sublayer, an MLP sublayer, the embedding,
    the head (final norm, LM head, loss) and the AttnRes aggregation over k = 1..max sources;
 2. records what each piece saves for backward, counted like the runner's tracker (storages,
    once, parameters excluded), with its inputs' storages set apart;
@@ -14,7 +15,8 @@ from any run that is later validated. Each one:
 4. sweeps point-to-point messages between every directed rank pair with the runner's own
    `Links` (one process group per direction, sends completed by a waiter thread), the way a
    pipeline meets them: the send posted first, the receiver arriving later and timing its
-   receive (real_runner/calibration_p2p.py; simulator/calibrate.py says why).
+   receive (real_runner/calibration_p2p.py; simulator/calibrate.py says why);
+5. probes what such a late receive costs more when both ranks computed just before it.
 
 All ranks time compute at the same time, as pipeline ranks compute at the same time; the
 point-to-point sweep runs one pair at a time while the other ranks wait at a barrier.
@@ -40,7 +42,7 @@ from torch import Tensor
 
 from real_runner.distributed import synchronize
 from real_runner.model import TORCH_DTYPES, Embedding, ModelSpec, OutputHead, RMSNorm, Sublayer
-from real_runner.calibration_p2p import measure_p2p
+from real_runner.calibration_p2p import measure_late_receive, measure_p2p
 from real_runner.p2p import Links
 from real_runner.residual import depth_attention
 from real_runner.saved_tensors import SavedTensorTracker
@@ -59,36 +61,60 @@ __all__ = ["measure_shape", "measure_roofline", "saved_storages", "main"]
 Forward = Callable[[], Tensor]
 
 
-def _timed(prepare: Callable[[], list[Tensor]], forward: Callable[[list[Tensor]], Tensor],
-           params: list[torch.nn.Parameter], device: torch.device,
-           plan: CalibrationPlan) -> tuple[float, float, int]:
-    """Median forward and backward seconds of `forward(prepare())`; inputs are made untimed."""
-    tracker = SavedTensorTracker(params)
-    fwd: list[float] = []
-    bwd: list[float] = []
-    started = time.perf_counter()
-    i = 0
-    while True:
-        key = (0, i)
-        inputs = prepare()
-        synchronize(device)
+class _PieceTimer:
+    """Times one piece: forward inside the runner's tracker, backward through autograd."""
+
+    def __init__(self, prepare: Callable[[], list[Tensor]],
+                 forward: Callable[[list[Tensor]], Tensor], params: list[torch.nn.Parameter],
+                 device: torch.device) -> None:
+        self.prepare, self.forward, self.device = prepare, forward, device
+        self.tracker = SavedTensorTracker(params)
+        self.forward_s: list[float] = []
+        self.backward_s: list[float] = []
+
+    def sample(self, keep: bool) -> None:
+        """One forward and backward on fresh inputs (made untimed)."""
+        inputs = self.prepare()
+        synchronize(self.device)
         t0 = time.perf_counter()
-        with tracker.scope(key):
-            out = forward(inputs)
-        synchronize(device)
+        with self.tracker.scope((0, 0)):
+            out = self.forward(inputs)
+        synchronize(self.device)
         t1 = time.perf_counter()
         torch.autograd.backward([out], None if out.dim() == 0 else [torch.ones_like(out)])
-        synchronize(device)
+        synchronize(self.device)
         t2 = time.perf_counter()
-        tracker.release(key)
-        if i >= plan.num_warmup:
-            fwd.append(t1 - t0)
-            bwd.append(t2 - t1)
-        i += 1
-        enough = len(fwd) >= plan.num_repeats
-        slow = len(fwd) >= 3 and time.perf_counter() - started > plan.max_seconds_per_point
-        if enough or slow:
-            return _median(fwd), _median(bwd), len(fwd)
+        self.tracker.release((0, 0))
+        if keep:
+            self.forward_s.append(t1 - t0)
+            self.backward_s.append(t2 - t1)
+
+    def medians(self) -> tuple[float, float, int]:
+        return _median(self.forward_s), _median(self.backward_s), len(self.forward_s)
+
+
+def _time_in_rounds(timers: list[_PieceTimer], plan: CalibrationPlan) -> None:
+    """Sample every timer once per round, warm-up rounds first, until each has
+    `num_repeats` samples and `min_compute_seconds` have passed (or `max_compute_seconds`).
+
+    Taking turns, rather than timing one piece after another, exposes every piece to the same
+    spells of a shared host; a median over a longer window is what a pipelined run's many
+    micro-batches average to.
+    """
+    for _ in range(plan.num_warmup):
+        for timer in timers:
+            timer.sample(keep=False)
+    started = time.perf_counter()
+    rounds = 0
+    while True:
+        for timer in timers:
+            timer.sample(keep=True)
+        rounds += 1
+        elapsed = time.perf_counter() - started
+        if rounds >= 3 and elapsed > plan.max_compute_seconds:
+            return
+        if rounds >= plan.num_repeats and elapsed >= plan.min_compute_seconds:
+            return
 
 
 def _median(values: list[float]) -> float:
@@ -146,45 +172,57 @@ def measure_shape(shape: CalibrationShape, device: torch.device,
     calls: dict[str, Callable[[Tensor], Tensor]] = {
         "attention": attention, "mlp": mlp, "embedding": lambda _: embedding(tokens),
         "head": lambda h: head.loss(h, targets)}
+    timers = {kind: _PieceTimer(lambda: [leaf()], lambda xs, call=calls[kind]: call(xs[0]),
+                                list(module.parameters()), device)
+              for kind, module in modules.items()}
+    aggregation = _aggregation_timers(shape, base, device)
+    _time_in_rounds([*timers.values(), *(timer for _, timer, _ in aggregation)], plan)
     pieces, saved = [], []
     for kind, module in modules.items():
-        params = list(module.parameters())
-        call = calls[kind]
-        fwd_s, bwd_s, n = _timed(lambda: [leaf()], lambda xs: call(xs[0]), params, device,
-                                 plan)
+        fwd_s, bwd_s, n = timers[kind].medians()
         pieces.append(PieceTiming(kind=kind, forward_s=fwd_s, backward_s=bwd_s, num_samples=n))
+        call, params = calls[kind], list(module.parameters())
         h = leaf()
         inputs = [tokens] if kind == "embedding" else [h, targets] if kind == "head" else [h]
         internal, kept = _split_saved(lambda: call(h), params, inputs)
         saved.append(SavedBytesRecord(kind=kind, saved_bytes=internal, input_saved=kept[0],
                                       second_input_saved=len(kept) > 1 and kept[1]))
-    return ShapeMeasurements(shape=shape, pieces=pieces, saved=saved,
-                             aggregation=_measure_aggregation(shape, base, device, plan),
+    points = []
+    for k, timer, weigh in aggregation:
+        fwd_s, bwd_s, _ = timer.medians()
+        internal, all_kept = weigh()
+        points.append(AggregationPoint(num_sources=k, forward_s=fwd_s, backward_s=bwd_s,
+                                       saved_bytes=internal, sources_saved=all_kept))
+    return ShapeMeasurements(shape=shape, pieces=pieces, saved=saved, aggregation=points,
                              index_bytes_per_token=tokens.element_size())
 
 
-def _measure_aggregation(shape: CalibrationShape, base: Tensor, device: torch.device,
-                         plan: CalibrationPlan) -> list[AggregationPoint]:
-    """depth_attention over k = 1..max_sources sources (block inverse RMS computed inside)."""
+def _aggregation_timers(shape: CalibrationShape, base: Tensor, device: torch.device
+                        ) -> list[tuple[int, _PieceTimer, Callable[[], tuple[int, bool]]]]:
+    """Per k = 1..max_sources: a timer of depth_attention over k sources (block inverse RMS
+    computed inside) and a function weighing what it saves (bytes, all sources kept)."""
     if shape.max_sources == 0:
         return []
     spec_query = torch.nn.Parameter(torch.zeros(shape.hidden_size, device=device,
                                                 dtype=base.dtype))
     key_norm = RMSNorm(shape.hidden_size).to(device=device, dtype=base.dtype)
     params = [spec_query, *key_norm.parameters()]
-    points = []
+
+    def aggregate(xs: list[Tensor]) -> Tensor:
+        return depth_attention(xs, spec_query, key_norm)
+
+    entries = []
     for k in range(1, shape.max_sources + 1):
         def prepare(k: int = k) -> list[Tensor]:
             return [base.detach().clone().requires_grad_() for _ in range(k)]
 
-        fwd_s, bwd_s, _ = _timed(prepare, lambda xs: depth_attention(xs, spec_query, key_norm),
-                                 params, device, plan)
-        sources = prepare()
-        internal, kept = _split_saved(lambda: depth_attention(sources, spec_query, key_norm),
-                                      params, sources)
-        points.append(AggregationPoint(num_sources=k, forward_s=fwd_s, backward_s=bwd_s,
-                                       saved_bytes=internal, sources_saved=all(kept)))
-    return points
+        def weigh(prepare: Callable[[], list[Tensor]] = prepare) -> tuple[int, bool]:
+            sources = prepare()
+            internal, kept = _split_saved(lambda: aggregate(sources), params, sources)
+            return internal, all(kept)
+
+        entries.append((k, _PieceTimer(prepare, aggregate, params, device), weigh))
+    return entries
 
 
 def measure_roofline(shape: CalibrationShape, device: torch.device,
@@ -246,11 +284,13 @@ def main(argv: list[str] | None = None) -> int:
         flops_per_s, bytes_per_s = measure_roofline(largest, device, plan)
         dist.barrier()
         sweeps = measure_p2p(rank, world, links, device, plan)
+        late = measure_late_receive(rank, links, device, plan)
         result = RankMeasurements(
             rank=rank, world_size=world, backend=plan.backend, device=_describe(device),
             hostname=socket.gethostname(), num_threads=torch.get_num_threads(),
             device_memory_bytes=_device_memory_bytes(device), shapes=shapes,
-            matmul_flops_per_s=flops_per_s, elementwise_bytes_per_s=bytes_per_s, p2p=sweeps)
+            matmul_flops_per_s=flops_per_s, elementwise_bytes_per_s=bytes_per_s, p2p=sweeps,
+            late_receive=[] if late is None else [late])
         out = Path(args.out) / f"raw-rank-{rank}.json"
         out.write_text(result.model_dump_json(indent=1))
         dist.barrier()

@@ -13,6 +13,7 @@ are kept).
 from __future__ import annotations
 
 import contextlib
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -23,9 +24,9 @@ import torch.distributed as dist
 from real_runner.distributed import synchronize
 from real_runner.model import TORCH_DTYPES, ModelSpec, Sublayer
 from real_runner.p2p import Links
-from simulator.calibrate import CalibrationPlan, CalibrationShape, P2PSweep
+from simulator.calibrate import CalibrationPlan, CalibrationShape, LateReceiveProbe, P2PSweep
 
-__all__ = ["RECEIVER_DELAY_S", "measure_p2p"]
+__all__ = ["RECEIVER_DELAY_S", "measure_p2p", "measure_late_receive"]
 
 
 RECEIVER_DELAY_S = 3e-3
@@ -106,6 +107,62 @@ def measure_p2p(rank: int, world_size: int, links: Links, device: torch.device,
                                        one_way_s=times, sender_busy=plan.sender_busy))
     dist.barrier()
     return sweeps
+
+
+SENDER_BUSY_S = 20e-3
+"""Late-receive probe: how long the sender computes after posting its send."""
+RECEIVER_BUSY_S = 5e-3
+"""Late-receive probe: how long the receiver computes before posting its receive."""
+
+
+def measure_late_receive(rank: int, links: Links, device: torch.device,
+                         plan: CalibrationPlan) -> LateReceiveProbe | None:
+    """What a late receive costs when both ranks computed just before it (collective).
+
+    Ranks 0 -> 1, `plan.late_receive_rounds` rounds per case, each after a barrier: the sender
+    posts a message of the sweep's middle size, then either sleeps (idle) or runs the runner's
+    sublayer forward and backward (busy) for SENDER_BUSY_S; the receiver sleeps or computes for
+    RECEIVER_BUSY_S, then times its receive. On a host whose ranks fill every core, the busy
+    case is what a pipeline's steady state meets (docs/accuracy-report.md measured 1.5-3 ms
+    more than idle on 2 vCPUs); the difference is the profile's late_receive_overhead_s.
+    Returns the probe on rank 1, None elsewhere (and everywhere with 0 rounds).
+    """
+    if plan.late_receive_rounds == 0 or plan.nproc < 2:
+        return None
+    work = _sublayer_work(plan.shapes[0], device)
+    num_bytes = plan.message_sizes_bytes[len(plan.message_sizes_bytes) // 2]
+    message = torch.zeros(max(1, num_bytes // 4), dtype=torch.float32, device=device)
+    medians = []
+    for busy in (False, True):
+        waits = []
+        for _ in range(plan.late_receive_rounds):
+            dist.barrier()
+            if rank == 0:
+                links.isend(1, [message], lambda _end_s: None)
+                _occupy(work if busy else None, SENDER_BUSY_S)
+                links.drain()
+            elif rank == 1:
+                _occupy(work if busy else None, RECEIVER_BUSY_S)
+                t0 = time.perf_counter()
+                links.recv(0, [message])
+                waits.append(time.perf_counter() - t0)
+        medians.append(statistics.median(waits) if waits else 0.0)
+    dist.barrier()
+    if rank != 1:
+        return None
+    return LateReceiveProbe(src_rank=0, dst_rank=1, num_bytes=message.numel() * 4,
+                            idle_s=medians[0], busy_s=medians[1],
+                            num_rounds=plan.late_receive_rounds)
+
+
+def _occupy(work: Callable[[], None] | None, seconds: float) -> None:
+    """Run `work` repeatedly (or sleep, without work) for about `seconds`."""
+    if work is None:
+        time.sleep(seconds)
+        return
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        work()
 
 
 def _late_receive(sender: bool, peer: int, num_bytes: int, links: Links, device: torch.device,

@@ -11,6 +11,7 @@ true` once every rank has closed its trace.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.metadata
 import platform
 import time
@@ -206,7 +207,14 @@ class RunSession:
         return RunResult(losses=losses, grads=grads)
 
     def step(self, step: int) -> float | None:
-        """Run one step (collective); returns the loss on the last chunk's rank."""
+        """Run one step (collective); returns the loss on the last chunk's rank.
+
+        Python's cyclic garbage collector runs between steps, untimed, and is off during a
+        step (as Megatron's manual GC): a full collection over the many tensors and autograd
+        nodes of a step costs milliseconds at a random action, on one rank, which the rest
+        of the pipeline then waits for.
+        """
+        gc.collect()
         dist.barrier()  # align the ranks' step starts; not part of the measured time
         self.recorder.step = step
         self.tracker.reset_peaks()
@@ -215,11 +223,15 @@ class RunSession:
         inputs, targets = make_batch(self.spec, step, self.scenario.pipeline.num_microbatches,
                                      m.micro_batch_size, m.seq_len)
         hook = self.options.before_action
-        start = self.recorder.now()
-        loss = self.executor.run_step(
-            step, inputs, targets,
-            before_action=None if hook is None else (lambda action: hook(step, action)))
-        end = self.recorder.now()
+        gc.disable()
+        try:
+            start = self.recorder.now()
+            loss = self.executor.run_step(
+                step, inputs, targets,
+                before_action=None if hook is None else (lambda action: hook(step, action)))
+            end = self.recorder.now()
+        finally:
+            gc.enable()
         self.recorder.write(StepRecord(
             step=step, warmup=step < self.num_warmup, start_s=start, end_s=end,
             duration_s=end - start, loss=loss, peak_saved_bytes=self.tracker.peak_bytes,

@@ -51,6 +51,7 @@ __all__ = [
     "AggregationPoint",
     "SavedBytesRecord",
     "P2PSweep",
+    "LateReceiveProbe",
     "ShapeMeasurements",
     "RankMeasurements",
     "AlphaBetaFit",
@@ -144,10 +145,19 @@ class CalibrationPlan(_Strict):
     sender_busy: bool = False
     """Keep the sender computing (the runner's sublayer, in a thread) during the sweep."""
     num_repeats: int = Field(default=15, ge=3)
-    """Timed repetitions per measurement (medians are kept)."""
+    """Timed repetitions per measurement (medians are kept); compute pieces take at least this
+    many, and more until `min_compute_seconds` have passed."""
     num_warmup: int = Field(default=3, ge=0)
     max_seconds_per_point: float = Field(default=0.5, gt=0)
-    """Stop repeating a point after this long (at least 3 repetitions are always taken)."""
+    """Stop repeating a point-to-point size after this long (at least 3 repetitions)."""
+    late_receive_rounds: int = Field(default=16, ge=0)
+    """Rounds per case of the late-receive probe (0: skip it; the overhead is then 0)."""
+    min_compute_seconds: float = Field(default=4.0, ge=0)
+    """Per shape, keep timing the compute pieces in rounds for at least this long: the pieces
+    take turns, so a slow spell of a shared host weighs on all of them alike, and a longer
+    window averages over the spells a measured run also sees."""
+    max_compute_seconds: float = Field(default=30.0, gt=0)
+    """Per shape, stop the compute rounds after this long (at least 3 rounds)."""
     gpu_name_pattern: str = "proc{rank}"
     """Topology node name of rank r in the profile's p2p entries (host_loopback: proc{rank})."""
     timeout_s: float = Field(default=120.0, gt=0)
@@ -209,6 +219,26 @@ class P2PSweep(_Strict):
     """Whether the sender was computing meanwhile."""
 
 
+class LateReceiveProbe(_Strict):
+    """What a receive posted after its send costs when both ranks computed just before, against
+    both idle (real_runner/calibration_p2p.py); measured by the receiver, medians of rounds."""
+
+    src_rank: int
+    dst_rank: int
+    num_bytes: int
+    idle_s: float
+    """Receive posted to data in place, neither rank computing before."""
+    busy_s: float
+    """The same with the sender computing after its send and the receiver before its receive,
+    as in a pipeline's steady state."""
+    num_rounds: int
+
+    @property
+    def overhead_s(self) -> float:
+        """The extra cost of a late receive under compute (never below zero)."""
+        return max(0.0, self.busy_s - self.idle_s)
+
+
 class ShapeMeasurements(_Strict):
     """Everything one rank measured at one shape."""
 
@@ -235,6 +265,8 @@ class RankMeasurements(_Strict):
     matmul_flops_per_s: float
     elementwise_bytes_per_s: float
     p2p: list[P2PSweep]
+    late_receive: list[LateReceiveProbe] = []
+    """The late-receive probes this rank received (one pair per calibration)."""
 
 
 @dataclass(frozen=True)

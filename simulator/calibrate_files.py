@@ -136,9 +136,12 @@ def build_calibration(plan: CalibrationPlan, ranks: list[RankMeasurements], *,
                                  dst_gpu=plan.gpu_name_pattern.format(rank=sweep.dst_rank),
                                  latency_s=fit.latency_s,
                                  bandwidth_bytes_per_s=fit.bandwidth_bytes_per_s))
+    probes = [probe for r in ranks for probe in r.late_receive]
+    late_overhead_s = median_across_ranks([p.overhead_s for p in probes]) if probes else 0.0
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     profile = MeasuredProfile(device=device, created_by=f"{created_by} ({stamp})",
-                              sublayers=sublayers, aggregation=aggregation, p2p=p2p)
+                              sublayers=sublayers, aggregation=aggregation, p2p=p2p,
+                              late_receive_overhead_s=late_overhead_s)
     hardware = _hardware(plan, ranks, profile, fits, stamp)
     record = {
         "plan": plan.model_dump(mode="json"), "created": stamp, "device": device,
@@ -148,6 +151,7 @@ def build_calibration(plan: CalibrationPlan, ranks: list[RankMeasurements], *,
         "elementwise_bytes_per_s": [r.elementwise_bytes_per_s for r in ranks],
         "num_threads": [r.num_threads for r in ranks],
         "p2p": [s.model_dump(mode="json") for r in ranks for s in r.p2p],
+        "late_receive": [p.model_dump(mode="json") for p in probes],
         "shapes": [m.model_dump(mode="json") for r in ranks for m in r.shapes],
     }
     activation_profile = ActivationProfile(device=device, created_by=profile.created_by,

@@ -246,7 +246,11 @@ class _Engine:
             if slot.send_bytes != expected or slot.send_action != partner:
                 raise self._mismatch(slot)
             if self._rendezvous:  # the sender was waiting for this receive
-                self._ready(channel, slot)
+                delay_s = self.plan.late_receive_overhead_s
+                if delay_s > 0:
+                    self.env.call_in(delay_s, lambda _event: self._ready(channel, slot))
+                else:
+                    self._ready(channel, slot)
         return slot
 
     def _account_wait(self, w: int, wait_start: float, posted_s: float) -> None:

@@ -112,6 +112,11 @@ class MeasuredProfile(_Strict):
     sublayers: list[SublayerTiming] = []
     aggregation: list[AggregationTiming] = []
     p2p: list[P2PTiming] = []
+    late_receive_overhead_s: float = Field(default=0.0, ge=0)
+    """Extra seconds a point-to-point message costs when its receive is posted after its send
+    and both ranks were computing: on a host whose ranks fill every core, the communication
+    threads' wake-ups wait for a core (measured by `pipesim calibrate`'s late-receive probe;
+    charged by the engine's rendezvous protocol only)."""
 
 
 class HardwareSpec(_Strict):

@@ -107,7 +107,9 @@ def build_plan(scenario: Scenario, hardware: HardwareSpec, fabric: Fabric, *,
         schedule=schedule, num_replicas=num_replicas, tensor_parallel=par.tensor_parallel,
         forward_s=tuple(c.forward_s for c in costs), backward_s=tuple(c.backward_s for c in costs),
         send_bytes=send_bytes, allreduce_step_bytes=steps, ring_size=ring_size, memory=memory,
-        fabric=fabric, name=scenario.name, record_link_timeline=record_link_timeline)
+        fabric=fabric, name=scenario.name, record_link_timeline=record_link_timeline,
+        late_receive_overhead_s=(hardware.profile.late_receive_overhead_s
+                                 if hardware.profile is not None else 0.0))
 
 
 def _ring_steps(scenario: Scenario, gradient_bytes: int, weight_bytes: int,

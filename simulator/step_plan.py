@@ -57,11 +57,17 @@ class StepPlan:
     p2p_protocol: str = "eager"
     """"eager": a message's flows start when it is sent (NCCL); "rendezvous": once both its send
     and its receive are posted (gloo over TCP)."""
+    late_receive_overhead_s: float = 0.0
+    """Rendezvous only: a message whose receive is posted after its send starts moving this
+    much later (host CPU contention, MeasuredProfile.late_receive_overhead_s)."""
 
     def __post_init__(self) -> None:
         if self.p2p_protocol not in P2P_PROTOCOLS:
             raise ValueError(f"p2p_protocol = {self.p2p_protocol!r}: use one of "
                              f"{', '.join(P2P_PROTOCOLS)}")
+        if not self.late_receive_overhead_s >= 0:
+            raise ValueError(f"late_receive_overhead_s = {self.late_receive_overhead_s!r}: "
+                             "must be >= 0 seconds")
         for name in ("forward_s", "backward_s"):
             for chunk, seconds in enumerate(getattr(self, name)):
                 if not seconds >= 0:

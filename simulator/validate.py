@@ -38,7 +38,7 @@ from simulator.ingest import load_trace
 from simulator.ingest.model import MeasuredRun as IngestedRun
 from simulator.manifest import build_manifest
 from simulator.memory import memory_model
-from simulator.engine import P2P_PROTOCOLS, simulate_plan
+from simulator.engine import P2P_PROTOCOLS, StepPlan, simulate_plan
 from simulator.plan import build_plan, resolve_fabric
 from simulator.results import SimulationResult
 from simulator.scenario import Scenario
@@ -56,6 +56,7 @@ from simulator.validate_compare import (
     compare_runner_counts,
     compare_runner_durations,
     compare_runner_step_time,
+    measured_chunk_compute_s,
     measured_steps,
 )
 
@@ -128,8 +129,9 @@ class ValidationReport:
             "pairs": rows(self.pairs, "exact"),
             "counts": rows(self.counts, "exact"),
             "durations": rows(self.durations, "error_pct"),
-            "step": None if self.step is None else {**dataclasses.asdict(self.step),
-                                                    "error_pct": self.step.error_pct},
+            "step": None if self.step is None else {
+                **dataclasses.asdict(self.step), "error_pct": self.step.error_pct,
+                "with_run_compute_error_pct": self.step.with_run_compute_error_pct},
             "memory": rows(self.memory, "calibrated_error_pct", "analytic_error_pct"),
             "notes": self.notes,
             "simulated_summary": None if self.simulated is None else self.simulated.summary(),
@@ -208,6 +210,7 @@ def validate_run(scenario: Scenario, trace: str | Path | Sequence[str | Path], *
                               notes=list(ingested.notes))
     if runner is not None:
         _compare_runner(report, scenario, result, runner, calib)
+        report.step.with_run_compute_s = _step_with_run_compute(plan, runner)
     else:
         report.pairs, report.counts, notes = compare_generic_pairs(result, ingested)
         report.notes += notes + ["durations, step time and memory need a runner trace "
@@ -239,6 +242,17 @@ def _compare_runner(report: ValidationReport, scenario: Scenario, result: Simula
         report.memory.append(MemoryRow(r, peak, calibrated[r],
                                        analytic.ranks[r].peak_activation_bytes))
     report.measured_gantt = _median_step_spans(run, report.step)
+
+
+def _step_with_run_compute(plan: StepPlan, run: RunnerRun) -> float | None:
+    """The step simulated again with the run's own per-chunk compute medians (attribution)."""
+    measured = measured_chunk_compute_s(run, len(plan.forward_s))
+    if measured is None:
+        return None
+    forward_s, backward_s = measured
+    plan = dataclasses.replace(plan, forward_s=forward_s, backward_s=backward_s,
+                               record_link_timeline=False)
+    return simulate_plan(plan).step_time_s
 
 
 def _median_step_spans(run: RunnerRun, step: StepTime | None

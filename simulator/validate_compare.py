@@ -138,11 +138,22 @@ class StepTime:
     simulated_s: float
     measured_s: float
     measured_steps_s: list[float] = field(default_factory=list)
+    with_run_compute_s: float | None = None
+    """Attribution, not a prediction: the step simulated with every chunk's forward and
+    backward set to the run's own median durations, so that what is left of the error is the
+    schedule's and the communication model's, not the compute calibration's."""
 
     @property
     def error_pct(self) -> float | None:
         """Simulated against measured, in percent."""
         return error_pct(self.simulated_s, self.measured_s)
+
+    @property
+    def with_run_compute_error_pct(self) -> float | None:
+        """The error left with the run's own compute durations, in percent."""
+        if self.with_run_compute_s is None:
+            return None
+        return error_pct(self.with_run_compute_s, self.measured_s)
 
 
 @dataclass
@@ -303,6 +314,22 @@ def compare_runner_durations(result: SimulationResult, run: RunnerRun) -> list[D
                                     statistics.median(sim_transfer[key]),
                                     statistics.median(times[key]), len(times[key])))
     return rows
+
+
+def measured_chunk_compute_s(run: RunnerRun, num_chunks: int
+                              ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """Per chunk, the run's median forward and backward seconds over measured steps (None
+    when a chunk has no record, e.g. a trace without compute records)."""
+    steps = set(measured_steps(run))
+    spans: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for rank in run.ranks:
+        for rec in rank.compute:
+            if rec.step in steps:
+                spans[(rec.kind, rec.chunk)].append(rec.end_s - rec.start_s)
+    if any(not spans[(kind, c)] for kind in "FB" for c in range(num_chunks)):
+        return None
+    return (tuple(statistics.median(spans[("F", c)]) for c in range(num_chunks)),
+            tuple(statistics.median(spans[("B", c)]) for c in range(num_chunks)))
 
 
 def compare_runner_step_time(result: SimulationResult, run: RunnerRun) -> StepTime:

@@ -50,6 +50,11 @@ def headline_rows(report: ValidationReport) -> list[tuple[str, str, str, str]]:
     if report.step is not None:
         rows.append(("step time", format_seconds(report.step.simulated_s),
                      format_seconds(report.step.measured_s), _pct(report.step.error_pct)))
+        if report.step.with_run_compute_s is not None:
+            rows.append(("step time with the run's own compute (attribution)",
+                         format_seconds(report.step.with_run_compute_s),
+                         format_seconds(report.step.measured_s),
+                         _pct(report.step.with_run_compute_error_pct)))
     for m in report.memory:
         rows.append((f"peak saved bytes rank {m.rank} (calibrated)",
                      "n/a" if m.calibrated_bytes is None else format_bytes(m.calibrated_bytes),

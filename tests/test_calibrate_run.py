@@ -25,7 +25,8 @@ def calibrated(tmp_path_factory):
     out = tmp_path_factory.mktemp("calib")
     plan = CalibrationPlan.for_scenarios([load_scenario(SCENARIO)], 2,
                                          message_sizes_bytes=[1024, 4 << 20],
-                                         num_repeats=5, num_warmup=1, max_seconds_per_point=0.2)
+                                         num_repeats=5, num_warmup=1, max_seconds_per_point=0.2,
+                                         min_compute_seconds=0.2, late_receive_rounds=4)
     return run_calibration(plan, out), out
 
 
@@ -47,6 +48,23 @@ def test_profile_times_every_piece_and_aggregation(calibrated):
     assert {(e.src_gpu, e.dst_gpu) for e in profile.p2p} == {("proc0", "proc1"),
                                                              ("proc1", "proc0")}
     assert all(e.bandwidth_bytes_per_s > 0 and e.latency_s >= 0 for e in profile.p2p)
+
+
+def test_compute_pieces_take_turns_in_rounds(calibrated):
+    """Every piece and aggregation point is sampled once per round, so all have as many
+    samples, at least num_repeats."""
+    counts = {p["num_samples"] for shape in
+              calibrated[0].record["shapes"] for p in shape["pieces"]}
+    assert len(counts) <= 2 and min(counts) >= 5  # one count per rank at most
+
+
+def test_the_late_receive_probe_sets_the_overhead(calibrated):
+    probes = calibrated[0].record["late_receive"]
+    assert [(p["src_rank"], p["dst_rank"]) for p in probes] == [(0, 1)]
+    probe = probes[0]
+    assert probe["idle_s"] > 0 and probe["busy_s"] > 0 and probe["num_rounds"] == 4
+    assert calibrated[0].profile.late_receive_overhead_s == \
+        pytest.approx(max(0.0, probe["busy_s"] - probe["idle_s"]))
 
 
 def test_saved_bytes_are_measured_per_piece(calibrated):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -141,3 +142,23 @@ def test_rendezvous_starts_a_transfer_only_once_the_receive_is_posted(protocol: 
     assert simulate_plan(plan).step_time_s == pytest.approx(step_s, rel=1e-12)
     with pytest.raises(ValueError, match=r"p2p_protocol = 'tcp': use one of eager, rendezvous"):
         StepPlan(plan.schedule, 1, 1, (1.0,), (1.0,), {}, p2p_protocol="tcp")
+
+
+def test_late_receive_overhead_delays_only_receives_posted_after_their_send() -> None:
+    """The rendezvous case above with o = 0.25 s per late receive, worked by hand.
+
+    Two receives are late: micro-batch 1's activation (rank 1 asks at 2.5, after the send at
+    2) and the last gradient. The first starts at 2.5 + o, so everything after it on both
+    ranks moves by o; the gradient, sent at 6 + o, is asked for at 6.5 + o and starts o later
+    again: B(0,1) ends at 8 + 2o. The early receives (F(1,0)'s activation, the first
+    gradient) cost nothing more, and eager sends ignore the overhead."""
+    fabric = ideal_fabric(1, 2, bandwidth_bytes_per_s=2.0)
+    overhead_s = 0.25
+    plan = StepPlan(build_schedule("gpipe", 2, 1, 2), 1, 1, (1.0, 1.0), (1.0, 1.0),
+                    _all_hops(2, 1), fabric=fabric, p2p_protocol="rendezvous",
+                    late_receive_overhead_s=overhead_s)
+    assert simulate_plan(plan).step_time_s == pytest.approx(8.0 + 2 * overhead_s, rel=1e-12)
+    eager = replace(plan, p2p_protocol="eager")
+    assert simulate_plan(eager).step_time_s == pytest.approx(7.0, rel=1e-12)
+    with pytest.raises(ValueError, match=r"late_receive_overhead_s = -1.0: must be >= 0"):
+        replace(plan, late_receive_overhead_s=-1.0)

@@ -126,6 +126,8 @@ def test_a_copy_of_the_simulation_validates_exactly(tmp_path, scenario, result):
     report = validate_run(scenario, tmp_path, protocol="eager")
     assert report.bytes_exact and report.counts_exact
     assert report.step_time_error_pct == pytest.approx(0.0, abs=1e-9)
+    # the run's own compute medians are the simulated ones: the same step again
+    assert report.step.with_run_compute_error_pct == pytest.approx(0.0, abs=1e-6)
     assert all(d.error_pct == pytest.approx(0.0, abs=1e-6) for d in report.durations)
     kinds = {d.what.split()[0] for d in report.durations}
     assert kinds == {"forward", "backward", "transfer"}
@@ -159,6 +161,9 @@ def test_slower_measurement_gives_the_step_error(tmp_path, scenario, result):
     report = validate_run(scenario, tmp_path, protocol="eager")
     assert report.step_time_error_pct == pytest.approx(100 * (1 / 1.25 - 1))
     assert all(d.error_pct == pytest.approx(-20.0) for d in report.durations)
+    # with the run's 1.25x compute the simulated step grows; only the links stay fast
+    assert report.step.simulated_s < report.step.with_run_compute_s < report.step.measured_s
+    assert report.to_json()["step"]["with_run_compute_error_pct"] < 0
 
 
 def test_rendezvous_makes_late_receivers_pay_the_transfer(scenario, result):

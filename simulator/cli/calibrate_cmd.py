@@ -4,8 +4,9 @@
 
 Measures, at every given scenario's shapes, the per-sublayer forward and backward seconds of
 the runner's model, the AttnRes aggregation against its number of sources, what each piece
-saves for backward, and point-to-point alpha-beta between every directed rank pair over the
-chosen backend (a ping-pong message-size sweep). Writes profile.yaml, hardware.yaml,
+saves for backward, point-to-point alpha-beta between every directed rank pair over the
+chosen backend (a ping-pong message-size sweep), and what a late receive costs more when both
+ranks compute (the late-receive probe). Writes profile.yaml, hardware.yaml,
 activations.yaml, topology.yaml and calibration.json under --out (docs/validation.md).
 Calibration runs in its own processes, separate from any run later validated.
 
@@ -57,14 +58,17 @@ def _sizes(text: str | None) -> list[int] | None:
 @click.option("--repeats", type=int, default=15, show_default=True,
               help="Timed repetitions per measurement (medians are kept).")
 @click.option("--max-seconds-per-point", type=float, default=0.5, show_default=True,
-              help="Stop repeating one measurement after this long (3 repetitions at least).")
+              help="Stop repeating one message size after this long (3 repetitions at least).")
+@click.option("--compute-seconds", type=float, default=4.0, show_default=True,
+              help="Per shape, time the compute pieces in rounds for at least this long (on "
+                   "a shared host a longer window averages over its slow spells).")
 @click.option("--gpu-name", "gpu_name", default="proc{rank}", show_default=True,
               help="Topology node name of rank r in the profile's p2p entries.")
 @click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True,
               help="Seconds any process waits for another.")
 def calibrate_cmd(scenarios: tuple[str, ...], nproc: int, backend: str, out_dir: str,
-                  sizes: str | None, repeats: int, max_seconds_per_point: float, gpu_name: str,
-                  timeout_s: float) -> None:
+                  sizes: str | None, repeats: int, max_seconds_per_point: float,
+                  compute_seconds: float, gpu_name: str, timeout_s: float) -> None:
     """Measure compute and link costs here and write a hardware profile."""
     from rich.console import Console
 
@@ -77,12 +81,15 @@ def calibrate_cmd(scenarios: tuple[str, ...], nproc: int, backend: str, out_dir:
                         "processes")
     if repeats < 3:
         raise UserError(f"--repeats = {repeats}: use at least 3 (medians are kept)")
+    if not 0 <= compute_seconds <= 600:
+        raise UserError(f"--compute-seconds = {compute_seconds}: give 0 to 600 seconds")
     if "{rank}" not in gpu_name:
         raise UserError(f"--gpu-name = {gpu_name!r}: must contain {{rank}}, e.g. proc{{rank}}")
     loaded = [load_scenario(path) for path in scenarios]
     plan = CalibrationPlan.for_scenarios(
         loaded, nproc, backend=backend, message_sizes_bytes=_sizes(sizes), num_repeats=repeats,
-        max_seconds_per_point=max_seconds_per_point, gpu_name_pattern=gpu_name,
+        max_seconds_per_point=max_seconds_per_point, min_compute_seconds=compute_seconds,
+        max_compute_seconds=max(30.0, 2 * compute_seconds), gpu_name_pattern=gpu_name,
         timeout_s=timeout_s)
     console = Console()
     with console.status(f"calibrating {len(plan.shapes)} shape(s) with {nproc} processes..."):
@@ -115,5 +122,12 @@ def _print(console: Console, calibration: Calibration, out: Path) -> None:
                       f"{format_bytes(fit.bandwidth_bytes_per_s)}/s",
                       f"{100 * fit.max_relative_residual:.0f}%")
     console.print(links)
+    for probe in calibration.record.get("late_receive", []):
+        console.print(f"Late receive {probe['src_rank']}->{probe['dst_rank']} "
+                      f"({format_bytes(probe['num_bytes'])}): "
+                      f"{format_seconds(probe['idle_s'])} with both ranks idle before it, "
+                      f"{format_seconds(probe['busy_s'])} with both computing; overhead "
+                      f"charged per late receive: "
+                      f"{format_seconds(profile.late_receive_overhead_s)}")
     console.print(f"Wrote {out}/profile.yaml, hardware.yaml, activations.yaml, topology.yaml "
                   "and calibration.json")
