@@ -15,8 +15,8 @@ gradients are deposited for their owners.
 
 An AttnRes forward message is an int64 header (what the payload holds, block_store.py) and then
 the payload, whose receives can only be posted once the header is decoded. So that the header
-never costs a handshake of its own (on gloo and NCCL a receive posted after its send costs a
-round trip through both ranks' communication threads), its receive is posted early: as soon as
+never costs a handshake of its own (on gloo a receive posted after its send costs a round trip
+through both ranks' communication threads), its receive is posted early: as soon as
 the previous receive from the same peer has completed (or at the start of the step), which
 keeps every peer's receives in send order.
 """
