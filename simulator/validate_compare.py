@@ -278,11 +278,7 @@ def compare_runner_durations(result: SimulationResult, run: RunnerRun) -> list[D
     sim_compute: dict[tuple[int, str, int], list[float]] = defaultdict(list)
     for span in result.spans:
         sim_compute[(span.pp_index, span.kind, span.chunk_index)].append(span.end_s - span.start_s)
-    measured: dict[tuple[int, str, int], list[float]] = defaultdict(list)
-    for rank in run.ranks:
-        for rec in rank.compute:
-            if rec.step in steps:
-                measured[(rank.header.rank, rec.kind, rec.chunk)].append(rec.end_s - rec.start_s)
+    measured = _measured_compute(run)
     for key in sorted(measured):
         rank, kind, chunk = key
         if key in sim_compute:
@@ -316,16 +312,24 @@ def compare_runner_durations(result: SimulationResult, run: RunnerRun) -> list[D
     return rows
 
 
+def _measured_compute(run: RunnerRun) -> dict[tuple[int, str, int], list[float]]:
+    """(rank, "F"/"B", chunk) -> the run's compute durations over measured steps."""
+    steps = set(measured_steps(run))
+    measured: dict[tuple[int, str, int], list[float]] = defaultdict(list)
+    for rank in run.ranks:
+        for rec in rank.compute:
+            if rec.step in steps:
+                measured[(rank.header.rank, rec.kind, rec.chunk)].append(rec.end_s - rec.start_s)
+    return measured
+
+
 def measured_chunk_compute_s(run: RunnerRun, num_chunks: int
                               ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """Per chunk, the run's median forward and backward seconds over measured steps (None
     when a chunk has no record, e.g. a trace without compute records)."""
-    steps = set(measured_steps(run))
     spans: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for rank in run.ranks:
-        for rec in rank.compute:
-            if rec.step in steps:
-                spans[(rec.kind, rec.chunk)].append(rec.end_s - rec.start_s)
+    for (_, kind, chunk), seconds in _measured_compute(run).items():
+        spans[(kind, chunk)] += seconds
     if any(not spans[(kind, c)] for kind in "FB" for c in range(num_chunks)):
         return None
     return (tuple(statistics.median(spans[("F", c)]) for c in range(num_chunks)),
