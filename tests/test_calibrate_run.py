@@ -24,7 +24,7 @@ def calibrated(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("calib")
     plan = CalibrationPlan.for_scenarios([load_scenario(SCENARIO)], 2,
-                                         message_sizes_bytes=[1024, 4 << 20],
+                                         message_sizes_bytes=[1024, 16 << 20],
                                          num_repeats=5, num_warmup=1, max_seconds_per_point=0.2,
                                          min_compute_seconds=0.2, late_receive_rounds=4)
     return run_calibration(plan, out), out
