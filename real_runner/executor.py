@@ -13,12 +13,15 @@ readers on this rank deposited (block_store.py). After backward, received leaves
 into SEND_B (in reverse wire order, as the simulator's manifest lists them) and store readers'
 gradients are deposited for their owners.
 
+Every receive is posted as early as the order of its peer's messages allows: at the step's start
+and after each action, each peer's receives are posted in schedule order until one whose
+buffers are not known yet (a RECV_B before its SEND_F: the gradients' shapes are those of what
+was sent). On gloo a receive posted after its send costs a handshake through both ranks'
+communication threads, milliseconds on a host whose cores all compute (docs/accuracy-report.md);
+posted early, a message moves as soon as it is sent, and the action only waits for the data.
 An AttnRes forward message is an int64 header (what the payload holds, block_store.py) and then
-the payload, whose receives can only be posted once the header is decoded. So that the header
-never costs a handshake of its own (on gloo a receive posted after its send costs a round trip
-through both ranks' communication threads), its receive is posted early: as soon as
-the previous receive from the same peer has completed (or at the start of the step), which
-keeps every peer's receives in send order.
+the payload, whose size only the header tells: the inbound link's poster thread posts the
+payload's receives as soon as the header has arrived (real_runner/p2p.py).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from real_runner.block_store import (
 )
 from real_runner.chunks import ModelChunk
 from real_runner.distributed import memory_allocated
-from real_runner.p2p import Links
+from real_runner.p2p import Links, Receipt
 from real_runner.residual import ResidualState
 from real_runner.saved_tensors import SavedTensorTracker
 from real_runner.tracing import Recorder
@@ -68,6 +71,7 @@ class _Pass:
     output: ResidualState | None = None
     loss: Tensor | None = None
     sent: list[tuple[str, Tensor]] = field(default_factory=list)
+    has_sent: bool = False
 
 
 class PipelineExecutor:
@@ -94,8 +98,9 @@ class PipelineExecutor:
         self._inbox_f: dict[tuple[int, int], _Inbound] = {}
         self._inbox_b: dict[tuple[int, int], list[Tensor]] = {}
         self._grads_out: dict[tuple[int, int], list[tuple[str, Tensor]]] = {}
-        self._header_posts = self._header_post_points() if attnres else {}
-        self._posted_headers: dict[tuple[int, int], tuple[Tensor, list]] = {}
+        self._recv_order = self._receives_by_peer()
+        self._recv_next: dict[int, int] = {}
+        self._posted: dict[tuple[ActionKind, int, int], Receipt] = {}
         self._handlers = {
             ActionKind.FORWARD: self._forward, ActionKind.BACKWARD: self._backward,
             ActionKind.SEND_F: self._send_forward, ActionKind.RECV_F: self._recv_forward,
@@ -109,16 +114,17 @@ class PipelineExecutor:
         self.loss_sum = None
         for chunk in self.chunks.values():
             chunk.zero_grad(set_to_none=True)
-        self._post_headers(-1)
-        for index, action in enumerate(self.actions):
+        self._recv_next = dict.fromkeys(self._recv_order, 0)
+        self._post_receives()
+        for action in self.actions:
             if before_action is not None:
                 before_action(action)
             self.links.check()
             self._handlers[action.kind](action)
-            self._post_headers(index)
+            self._post_receives()
         self.links.drain()
         assert not (self._passes or self._inbox_f or self._inbox_b or self._grads_out
-                    or self._posted_headers), \
+                    or self._posted), \
             "state left over after the step"
         assert self.store.is_empty(), "block store not released after the step"
         return None if self.loss_sum is None else float(self.loss_sum)
@@ -193,13 +199,13 @@ class PipelineExecutor:
         assert run.output is not None
         peer = self.layout.chunk_rank(c + 1)
         if not self.attnres:
-            run.sent = [("hidden", run.output.hidden)]
+            run.sent, run.has_sent = [("hidden", run.output.hidden)], True
             self._isend(action, "forward", peer, c, c + 1, run.sent, header=None)
             return
         out = run.output
         wire, held = blocks_to_send(self.mode, list(out.blocks), run.origins, peer,
                                     self.store.sent_to(peer, m))
-        run.sent = [(f"b{j}", out.blocks[j]) for j in wire]
+        run.sent, run.has_sent = [(f"b{j}", out.blocks[j]) for j in wire], True
         if out.partial is not None:
             run.sent.append(("partial", out.partial))
         if self.mode != "naive":
@@ -212,14 +218,13 @@ class PipelineExecutor:
         c, m = action.stage_index, action.microbatch_index
         peer = self.layout.chunk_rank(c - 1)
         start = self.recorder.now()
+        received = self.links.wait_recv(peer, self._posted.pop((action.kind, c, m)))
         if not self.attnres:
-            wire = [("hidden", self._empty())]
-            self.links.recv(peer, [wire[0][1]])
+            wire = [("hidden", received[0])]
             self._inbox_f[(c, m)] = _Inbound(wire, [], {})
             self._record(action, "recv", "forward", peer, c - 1, c, wire, 0, start)
             return
-        header, works = self._posted_headers.pop((c, m))
-        self.links.wait_recv(peer, works)
+        header, payload = received[0], received[1:]
         info = decode_header(header)
         if (info.src_chunk, info.microbatch) != (c - 1, m):
             raise RuntimeError(f"rank {self.rank}: expected the forward of chunk {c - 1}, "
@@ -230,38 +235,58 @@ class PipelineExecutor:
             raise RuntimeError(f"rank {self.rank}: rank {peer} did not send blocks {missing} "
                                f"of micro-batch {m} for chunk {c}, assuming this rank holds "
                                f"them, but its store lacks them")
-        wire = [(f"b{j}", self._empty()) for j, _ in info.wire]
-        if info.has_partial:
-            wire.append(("partial", self._empty()))
-        self.links.recv(peer, [t for _, t in wire])
+        names = [f"b{j}" for j, _ in info.wire] + (["partial"] if info.has_partial else [])
+        wire = list(zip(names, payload))
         self._inbox_f[(c, m)] = _Inbound(wire, info.held, dict(info.wire))
         self._record(action, "recv", "forward", peer, c - 1, c, wire,
                      header.numel() * header.element_size(), start)
 
-    def _header_post_points(self) -> dict[int, list[Action]]:
-        """For each action index (-1: the step's start), the RECV_F actions whose header
-        receive is posted right after it: the previous receive from the same peer."""
-        points: dict[int, list[Action]] = {}
-        last_recv_from: dict[int, int] = {}
-        for index, action in enumerate(self.actions):
-            if action.kind not in (ActionKind.RECV_F, ActionKind.RECV_B):
-                continue
-            peer = self._recv_peer(action)
-            if action.kind == ActionKind.RECV_F:
-                points.setdefault(last_recv_from.get(peer, -1), []).append(action)
-            last_recv_from[peer] = index
-        return points
+    def _receives_by_peer(self) -> dict[int, list[Action]]:
+        """Each peer's receive actions in schedule order (the order it sends them)."""
+        order: dict[int, list[Action]] = {}
+        for action in self.actions:
+            if action.kind in (ActionKind.RECV_F, ActionKind.RECV_B):
+                order.setdefault(self._recv_peer(action), []).append(action)
+        return order
 
     def _recv_peer(self, action: Action) -> int:
         offset = -1 if action.kind == ActionKind.RECV_F else 1
         return self.layout.chunk_rank(action.stage_index + offset)
 
-    def _post_headers(self, after_index: int) -> None:
-        for action in self._header_posts.get(after_index, ()):
-            header = torch.empty(header_length(self._num_blocks), dtype=torch.int64,
-                                 device=self.device)
-            works = self.links.post_recv(self._recv_peer(action), [header])
-            self._posted_headers[(action.stage_index, action.microbatch_index)] = (header, works)
+    def _post_receives(self) -> None:
+        """Post every receive whose buffers are known, per peer in order."""
+        for peer, order in self._recv_order.items():
+            index = self._recv_next[peer]
+            while index < len(order):
+                action = order[index]
+                key = (action.kind, action.stage_index, action.microbatch_index)
+                receipt = self._post_forward(peer) if action.kind == ActionKind.RECV_F \
+                    else self._post_backward(peer, key[1], key[2])
+                if receipt is None:
+                    break
+                self._posted[key] = receipt
+                index += 1
+            self._recv_next[peer] = index
+
+    def _post_forward(self, peer: int) -> Receipt:
+        if not self.attnres:
+            return self.links.post_recv(peer, [self._empty()])
+        header = torch.empty(header_length(self._num_blocks), dtype=torch.int64,
+                             device=self.device)
+        return self.links.post_recv(peer, [header], then=self._payload_buffers)
+
+    def _payload_buffers(self, received: list[Tensor]) -> list[Tensor]:
+        """The payload's buffers, from its header (runs on the link's poster thread)."""
+        info = decode_header(received[0])
+        return [self._empty() for _ in range(len(info.wire) + int(info.has_partial))]
+
+    def _post_backward(self, peer: int, c: int, m: int) -> Receipt | None:
+        run = self._passes.get((c, m))
+        if run is None or not run.has_sent:
+            return None
+        buffers = [torch.empty_like(tensor, memory_format=torch.contiguous_format)
+                   for _, tensor in reversed(run.sent)]
+        return self.links.post_recv(peer, buffers)
 
     # ----- backward ------------------------------------------------------------------------
 
@@ -303,9 +328,8 @@ class PipelineExecutor:
         peer = self.layout.chunk_rank(c + 1)
         start = self.recorder.now()
         sent = self._passes[(c, m)].sent
-        wire = [(name, torch.empty_like(tensor, memory_format=torch.contiguous_format))
-                for name, tensor in reversed(sent)]
-        self.links.recv(peer, [t for _, t in wire])
+        received = self.links.wait_recv(peer, self._posted.pop((action.kind, c, m)))
+        wire = [(name, tensor) for (name, _), tensor in zip(reversed(sent), received)]
         self._inbox_b[(c, m)] = [t for _, t in reversed(wire)]
         self._record(action, "recv", "backward", peer, c + 1, c, wire, 0, start)
 

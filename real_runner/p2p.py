@@ -11,9 +11,15 @@ care but gets the same structure, so the CPU tests exercise the GPU's ordering.
 A send returns at once. A per-link waiter thread blocks until each send completes and then
 calls the caller's `on_complete(end_time)`; sends on one link complete in order, so the
 thread's times are the real completion times (to the scheduler's resolution). `drain()` waits
-for every outstanding send (the end of a step). A receive blocks the caller until its tensors
-are filled; `post_recv` posts one early (the executor posts a header's receive before its
-action so that the header never costs a handshake of its own).
+for every outstanding send (the end of a step).
+
+Receives are posted ahead of need (`post_recv`) and waited for later (`wait_recv`); `recv`
+does both. On gloo a receive posted after its send costs a handshake through both ranks'
+communication threads, which on a host whose cores all compute takes milliseconds
+(docs/accuracy-report.md), so the executor posts each receive as soon as the ones before it
+from the same peer are posted. A receive whose size is known only from an earlier message (an
+AttnRes payload after its header) is posted by the inbound link's poster thread the moment that
+message has arrived (`then=`), so the rank need not be waiting for it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from torch import Tensor
 
 from real_runner.distributed import synchronize, wait_until_complete
 
-__all__ = ["Links", "LinkError"]
+__all__ = ["Links", "LinkError", "Receipt"]
 
 
 class LinkError(RuntimeError):
@@ -68,6 +74,73 @@ class _SendLink:
         self.pending.task_done()
 
 
+class Receipt:
+    """Receives posted on one inbound link: `tensors` fill in order; `then` (optional) maps the
+    filled tensors to further tensors to receive right after them."""
+
+    def __init__(self, tensors: list[Tensor],
+                 then: Callable[[list[Tensor]], list[Tensor]] | None) -> None:
+        self.tensors, self.then = list(tensors), then
+        self.works: list[dist.Work] = []
+        """The posted receives not waited for yet."""
+        self.posted = threading.Event()
+        self.error: LinkError | None = None
+
+
+class _RecvLink:
+    """One inbound directed link: its process group and the thread that posts receives in order.
+
+    A receipt without `then` is posted by the caller itself when nothing is queued before it
+    (no thread hop); otherwise the poster thread posts it, waiting for a receipt's first tensors
+    before posting what `then` returns. Either way receives are posted in submission order.
+    """
+
+    def __init__(self, group: dist.ProcessGroup, src: int, device: torch.device) -> None:
+        self.group, self.src, self.device = group, src, device
+        self.pending: queue.Queue[Receipt | None] = queue.Queue()
+        self.lock = threading.Lock()
+        self.queued = 0
+        self.error: LinkError | None = None
+        self.thread = threading.Thread(target=self._post_loop, name=f"recv-from-{src}",
+                                       daemon=True)
+        self.thread.start()
+
+    def submit(self, receipt: Receipt) -> None:
+        with self.lock:
+            if self.queued == 0 and receipt.then is None:
+                self._post(receipt)
+                return
+            self.queued += 1
+        self.pending.put(receipt)
+
+    def _post(self, receipt: Receipt) -> None:
+        try:
+            if self.error is not None:
+                raise self.error
+            receipt.works = self._irecv(receipt.tensors)
+            if receipt.then is not None:
+                for work in receipt.works:
+                    wait_until_complete(work, self.device)
+                more = receipt.then(receipt.tensors)
+                receipt.tensors += more
+                receipt.works = self._irecv(more)  # gloo's wait() must not run twice
+        except Exception as exc:  # reported to the waiting caller by Links.wait_recv
+            error = exc if isinstance(exc, LinkError) else \
+                LinkError(self.src, f"receive from rank {self.src} failed: {exc}")
+            self.error = receipt.error = error
+        finally:
+            receipt.posted.set()
+
+    def _irecv(self, tensors: list[Tensor]) -> list[dist.Work]:
+        return [dist.irecv(t, self.src, group=self.group) for t in tensors]
+
+    def _post_loop(self) -> None:
+        while (receipt := self.pending.get()) is not None:
+            self._post(receipt)
+            with self.lock:
+                self.queued -= 1
+
+
 class Links:
     """The process groups and send waiters of one rank."""
 
@@ -76,6 +149,7 @@ class Links:
         self._groups: dict[tuple[int, int], dist.ProcessGroup] = {}
         self._created: set[tuple[int, int]] = set()
         self._sends: dict[int, _SendLink] = {}
+        self._recvs: dict[int, _RecvLink] = {}
 
     def ensure(self, pairs: Iterable[tuple[int, int]]) -> None:
         """Create the groups of the given directed pairs that do not exist yet.
@@ -92,6 +166,8 @@ class Links:
                 self._groups[(src, dst)] = group
             if self.rank == src:
                 self._sends[dst] = _SendLink(group, dst, self.device)
+            if self.rank == dst:
+                self._recvs[src] = _RecvLink(group, src, self.device)
 
     def isend(self, dst: int, tensors: list[Tensor], on_complete: Callable[[float], None]) -> None:
         """Start sending `tensors` to `dst` in order; `on_complete(t)` runs when all are sent."""
@@ -107,23 +183,28 @@ class Links:
         """Receive into `tensors` from `src`, in order; returns when they are filled."""
         self.wait_recv(src, self.post_recv(src, tensors))
 
-    def post_recv(self, src: int, tensors: list[Tensor]) -> list[dist.Work]:
+    def post_recv(self, src: int, tensors: list[Tensor],
+                  then: Callable[[list[Tensor]], list[Tensor]] | None = None) -> Receipt:
         """Post receives into `tensors` from `src` without waiting; pass the result to
-        `wait_recv`. Receives from one peer match its sends in posting order."""
-        group = self._groups[(src, self.rank)]
-        try:
-            return [dist.irecv(t, src, group=group) for t in tensors]
-        except Exception as exc:
-            raise LinkError(src, f"receive from rank {src} failed: {exc}") from exc
+        `wait_recv`. With `then`, once `tensors` are filled the poster thread receives into
+        `then(tensors)` next. Receives from one peer match its sends in posting order."""
+        receipt = Receipt(tensors, then)
+        self._recvs[src].submit(receipt)
+        return receipt
 
-    def wait_recv(self, src: int, works: list[dist.Work]) -> None:
-        """Block until receives posted by `post_recv` have filled their tensors."""
+    def wait_recv(self, src: int, receipt: Receipt) -> list[Tensor]:
+        """Block until the receives of `receipt` have filled their tensors; returns them all
+        (`then`'s after the first ones)."""
+        receipt.posted.wait()
+        if receipt.error is not None:
+            raise receipt.error
         try:
-            for work in works:
+            for work in receipt.works:
                 work.wait()
             synchronize(self.device)
         except Exception as exc:
             raise LinkError(src, f"receive from rank {src} failed: {exc}") from exc
+        return receipt.tensors
 
     def check(self) -> None:
         """Raise the first send failure a waiter thread has seen."""
@@ -138,9 +219,11 @@ class Links:
         self.check()
 
     def close(self) -> None:
-        """Stop the waiter threads (after `drain`)."""
-        for link in self._sends.values():
+        """Stop the waiter and poster threads (after `drain`)."""
+        links: list[_SendLink | _RecvLink] = [*self._sends.values(), *self._recvs.values()]
+        for link in links:
             link.pending.put(None)
-        for link in self._sends.values():
+        for link in links:
             link.thread.join(timeout=5.0)
         self._sends.clear()
+        self._recvs.clear()
