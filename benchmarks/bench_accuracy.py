@@ -9,8 +9,9 @@ namespace, when root, `ip` and `tc` are there) the script
 3. validates the run against the simulator with that calibration (`pipesim validate`),
 
 and prints one row per run: bytes (exact or not), operation counts, simulated and measured step
-time with the error (and, in brackets, the error had the simulator started every transfer at its
-send, the engine's eager protocol, instead of at gloo's rendezvous), the worst per-rank
+time with the error (and, in brackets, the error had the simulator started every transfer only
+once its receive action came, gloo's rendezvous, instead of at its send: the runner posts its
+receives ahead, so eager is the protocol validate uses), the worst per-rank
 peak-memory error (calibrated model; analytic in brackets), and the share of the host's CPU that
 other processes took during calibration and run. Other processes on a shared host are the
 largest noise source: before each attempt the script waits (up to --wait-s) until no other task
@@ -155,7 +156,8 @@ def _condition(name: str, label: str, scenarios: list[Path], out: Path, prefix: 
                   f"during attempt {attempt + 1}; measuring again", flush=True)
         report = validate_run(scenario, run_dir, calibration=calib)
         write_report(report, out / name / "validate" / scenario.name)
-        eager = validate_run(scenario, run_dir, calibration=calib, protocol="eager")
+        rendezvous = validate_run(scenario, run_dir, calibration=calib,
+                                  protocol="rendezvous")
         costs = _message_costs(run_dir, calib)
         memory = [m for m in report.memory if m.calibrated_error_pct is not None]
         worst = max(memory, key=lambda m: abs(m.calibrated_error_pct or 0.0), default=None)
@@ -170,7 +172,7 @@ def _condition(name: str, label: str, scenarios: list[Path], out: Path, prefix: 
             "measured_step_s": report.step.measured_s if report.step else None,
             "measured_steps_s": report.step.measured_steps_s if report.step else [],
             "step_error_pct": report.step_time_error_pct,
-            "eager_step_error_pct": eager.step_time_error_pct,
+            "rendezvous_step_error_pct": rendezvous.step_time_error_pct,
             "run_compute_step_error_pct": report.step.with_run_compute_error_pct
             if report.step else None,
             "compute_error_pct": _compute_error(report),
@@ -225,7 +227,7 @@ def _pct(value: object) -> str:
 
 
 HEADER = ("| link | scenario | schedule | V | residual/mode | bytes | counts | simulated | "
-          "measured | step error | (eager) | compute error | step error, run's compute | "
+          "measured | step error | (rendezvous) | compute error | step error, run's compute | "
           "memory error (analytic) | other CPU |")
 
 
@@ -234,7 +236,7 @@ def _format_row(r: dict[str, object]) -> str:
             f"{'exact' if r['bytes_exact'] else 'MISMATCH'} | "
             f"{'exact' if r['counts_exact'] else 'MISMATCH'} | "
             f"{1e3 * r['simulated_step_s']:.1f} ms | {1e3 * r['measured_step_s']:.1f} ms | "
-            f"{_pct(r['step_error_pct'])} | ({_pct(r['eager_step_error_pct'])}) | "
+            f"{_pct(r['step_error_pct'])} | ({_pct(r['rendezvous_step_error_pct'])}) | "
             f"{_pct(r['compute_error_pct'])} | {_pct(r['run_compute_step_error_pct'])} | "
             f"{_pct(r['memory_error_pct'])} "
             f"({_pct(r['analytic_memory_error_pct'])}) | "

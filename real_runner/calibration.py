@@ -13,10 +13,12 @@ from any run that is later validated. Each one:
    once, parameters excluded), with its inputs' storages set apart;
 3. measures a matmul's FLOP/s and an elementwise add's bytes/s (the cost model's roofline);
 4. sweeps point-to-point messages between every directed rank pair with the runner's own
-   `Links` (one process group per direction, sends completed by a waiter thread), the way a
-   pipeline meets them: the send posted first, the receiver arriving later and timing its
-   receive (real_runner/calibration_p2p.py; simulator/calibrate.py says why);
-5. probes what such a late receive costs more when both ranks computed just before it.
+   `Links` (one process group per direction, sends completed by a waiter thread), the way the
+   runner's pipeline meets them: the receive posted first, the sender timing its send call and
+   the round trip, plus the time to complete a receive whose data is in place
+   (real_runner/calibration_p2p.py; simulator/calibrate.py says why);
+5. probes what a receive posted after its send costs more when both ranks computed just before
+   it (for programs that post receives late; the rendezvous protocol charges it).
 
 All ranks time compute at the same time, as pipeline ranks compute at the same time; the
 point-to-point sweep runs one pair at a time while the other ranks wait at a barrier.

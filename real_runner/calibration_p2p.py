@@ -1,13 +1,19 @@
-"""Calibration's point-to-point sweep: a transfer timed the way a pipeline meets it.
+"""Calibration's point-to-point sweep: a transfer timed the way the runner's pipeline meets it.
 
 Run by every calibration process (real_runner/calibration.py) after the compute measurements,
-one directed rank pair at a time while the others wait at a barrier. Each round: the sender
-posts its send with the runner's own `Links` (one process group per direction, sends
-completed by a waiter thread) and goes on; the receiver arrives RECEIVER_DELAY_S later and times
-its receive until the data is in place. gloo moves a buffer only once its receive is posted,
-so this is what the simulator's rendezvous protocol charges as latency + bytes / bandwidth
-(simulator/calibrate.py says why, and why the lower quartile and the fastest of several passes
-are kept).
+one directed rank pair at a time while the others wait at a barrier. The runner posts every
+receive before its send (real_runner/executor.py), so the sweep does too, with the runner's
+own `Links`: the receiver's receive is posted, the sender waits SENDER_DELAY_S, times its send
+call and the round trip until a one-element ack comes back. Per size the sweep keeps
+
+- the one-way time, send call to data in place at a waiting receiver: the round trip less half
+  the round trip of a 4-byte message (no clock is shared between ranks), what the simulator's
+  eager protocol charges as latency_s + bytes / bandwidth_bytes_per_s;
+- the send call's duration: host time the send holds the sender (StepPlan.send_overhead_s).
+
+Then, at the sweep's middle size, how long completing a receive takes when its data is already
+in place (the receiver sleeps RECEIVER_DELAY_S first): StepPlan.recv_overhead_s.
+simulator/calibrate.py says why the lower quartile and the fastest of several passes are kept.
 """
 
 from __future__ import annotations
@@ -26,11 +32,15 @@ from real_runner.model import TORCH_DTYPES, ModelSpec, Sublayer
 from real_runner.p2p import Links
 from simulator.calibrate import CalibrationPlan, CalibrationShape, LateReceiveProbe, P2PSweep
 
-__all__ = ["RECEIVER_DELAY_S", "measure_p2p", "measure_late_receive"]
+__all__ = ["RECEIVER_DELAY_S", "SENDER_DELAY_S", "measure_p2p", "measure_late_receive"]
 
 
+SENDER_DELAY_S = 3e-3
+"""How long the sender waits before each send, so the receive is always posted first."""
 RECEIVER_DELAY_S = 3e-3
-"""How long the receiver waits before posting its receive, so the send is always posted first."""
+"""How long the receiver waits before completing a receive whose data is surely in place (and,
+in the late-receive probe, before posting its receive)."""
+ACK_BYTES = 4
 
 
 class _ComputeLoad:
@@ -76,14 +86,15 @@ def _sublayer_work(shape: CalibrationShape, device: torch.device) -> Callable[[]
 
 def measure_p2p(rank: int, world_size: int, links: Links, device: torch.device,
                 plan: CalibrationPlan) -> list[P2PSweep]:
-    """Late-receiver sweeps over every directed pair (collective: every rank calls it).
+    """Posted-receive sweeps over every directed pair (collective: every rank calls it).
 
-    Each sweep is returned by its receiver, which did the timing. The sweep runs
+    Each sweep is returned by its sender, which did the timing. The sweep runs
     `plan.num_sweep_passes` times and keeps, per size, the fastest pass: a burst of other work
     on a shared host spoils a pass, not all of them.
     """
     sweeps = []
     work = _sublayer_work(plan.shapes[0], device) if plan.sender_busy else None
+    sizes = list(plan.message_sizes_bytes)
     for src in range(world_size):
         for dst in range(world_size):
             if src == dst:
@@ -96,15 +107,20 @@ def measure_p2p(rank: int, world_size: int, links: Links, device: torch.device,
             load = _ComputeLoad(work) if sending and work is not None \
                 else contextlib.nullcontext()
             with load:
-                _late_receive(sending, peer, plan.message_sizes_bytes[0], links, device, plan)
-                passes = [[_late_receive(sending, peer, size, links, device, plan)
-                           for size in plan.message_sizes_bytes]
+                _round_trips(sending, peer, sizes[0], links, device, plan)  # warm-up
+                passes = [[_round_trips(sending, peer, size, links, device, plan)
+                           for size in [ACK_BYTES, *sizes]]
                           for _ in range(plan.num_sweep_passes)]
-            times = [min(per_size) for per_size in zip(*passes)]
-            if not sending:
-                sweeps.append(P2PSweep(src_rank=src, dst_rank=dst,
-                                       sizes_bytes=list(plan.message_sizes_bytes),
-                                       one_way_s=times, sender_busy=plan.sender_busy))
+                in_place = _in_place_receive(sending, peer, sizes[len(sizes) // 2], links,
+                                             device, plan)
+            if sending:
+                best = [min(per_size, key=lambda r: r[0]) for per_size in zip(*passes)]
+                (ack_round_trip_s, _), rest = best[0], best[1:]
+                sweeps.append(P2PSweep(
+                    src_rank=src, dst_rank=dst, sizes_bytes=sizes,
+                    one_way_s=[max(rtt - ack_round_trip_s / 2, 1e-9) for rtt, _ in rest],
+                    send_call_s=[call for _, call in rest], recv_in_place_s=in_place,
+                    sender_busy=plan.sender_busy))
     dist.barrier()
     return sweeps
 
@@ -165,47 +181,83 @@ def _occupy(work: Callable[[], None] | None, seconds: float) -> None:
         work()
 
 
-def _late_receive(sender: bool, peer: int, num_bytes: int, links: Links, device: torch.device,
-                  plan: CalibrationPlan) -> float:
-    """Time from posting a receive to its data in place, the send posted earlier.
+def _round_trips(sender: bool, peer: int, num_bytes: int, links: Links, device: torch.device,
+                 plan: CalibrationPlan) -> tuple[float, float]:
+    """(round trip, send call): a message of `num_bytes` to a receive posted earlier, answered
+    by a one-element ack; lower quartile of the round trips, median of the send calls.
 
-    Kept: the lower quartile of the rounds. On a shared host a round now and then waits a
-    scheduler time slice for a core (other processes); those rounds are the host's noise,
-    not the link's, and a median flips to them when a burst of other work covers half the
-    rounds. The lower quartile is the link's own time however large that fraction is.
-
-    One round: the sender posts its send; the receiver waits RECEIVER_DELAY_S, then times its
-    receive, then answers with a one-element ack that starts the next round. The sender decides
-    when to stop (enough rounds, or the time budget) and says so in the message's first
-    element, so both sides run the same number of rounds. Returns 0.0 on the sender.
+    The sender decides when to stop (enough rounds, or the time budget) and says so in the
+    message's first element, so both sides run the same number of rounds. The receiver posts
+    its next receive right after answering; the sender waits SENDER_DELAY_S before each send.
+    Returns (0.0, 0.0) on the receiver.
     """
     message = torch.ones(max(1, num_bytes // 4), dtype=torch.float32, device=device)
     ack = torch.zeros(1, dtype=torch.float32, device=device)
-    times: list[float] = []
+    round_trips: list[float] = []
+    calls: list[float] = []
+    if not sender:
+        receipt = links.post_recv(peer, [message])
+        while True:
+            links.wait_recv(peer, receipt)
+            done = float(message[0]) == 0.0
+            links.isend(peer, [ack], lambda _end_s: None)
+            if not done:
+                receipt = links.post_recv(peer, [message])
+            links.drain()
+            if done:
+                return 0.0, 0.0
     started = time.perf_counter()
     i = 0
     while True:
-        if sender:
-            done = i + 1 >= plan.num_warmup + plan.num_repeats or (
-                i >= plan.num_warmup + 3
-                and time.perf_counter() - started > plan.max_seconds_per_point)
-            message[0] = 0.0 if done else 1.0
-            links.isend(peer, [message], lambda _end_s: None)
-            links.recv(peer, [ack])
-            links.drain()
-        else:
-            time.sleep(RECEIVER_DELAY_S)
-            t0 = time.perf_counter()
-            links.recv(peer, [message])
-            elapsed = time.perf_counter() - t0
-            links.isend(peer, [ack], lambda _end_s: None)
-            links.drain()
-            if i >= plan.num_warmup:
-                times.append(elapsed)
-            done = float(message[0]) == 0.0
+        done = i + 1 >= plan.num_warmup + plan.num_repeats or (
+            i >= plan.num_warmup + 3
+            and time.perf_counter() - started > plan.max_seconds_per_point)
+        message[0] = 0.0 if done else 1.0
+        ack_receipt = links.post_recv(peer, [ack])
+        time.sleep(SENDER_DELAY_S)
+        t0 = time.perf_counter()
+        links.isend(peer, [message], lambda _end_s: None)
+        t1 = time.perf_counter()
+        links.wait_recv(peer, ack_receipt)
+        t2 = time.perf_counter()
+        links.drain()
+        if i >= plan.num_warmup:
+            round_trips.append(t2 - t0)
+            calls.append(t1 - t0)
         i += 1
         if done:
-            return _lower_quartile(times) if times else 0.0
+            return _lower_quartile(round_trips), statistics.median(calls)
+
+
+def _in_place_receive(sender: bool, peer: int, num_bytes: int, links: Links,
+                      device: torch.device, plan: CalibrationPlan) -> float:
+    """Median seconds to complete a receive posted earlier whose data is in place (the receiver
+    sleeps RECEIVER_DELAY_S after the send before it waits); measured by the receiver, returned
+    to the sender through the last ack. Returns 0.0 on the receiver."""
+    message = torch.ones(max(1, num_bytes // 4), dtype=torch.float32, device=device)
+    ack = torch.zeros(1, dtype=torch.float32, device=device)
+    rounds = max(3, plan.num_repeats)
+    if sender:
+        for i in range(rounds):
+            ack_receipt = links.post_recv(peer, [ack])
+            time.sleep(SENDER_DELAY_S)
+            links.isend(peer, [message], lambda _end_s: None)
+            links.wait_recv(peer, ack_receipt)
+            links.drain()
+        return float(ack[0])
+    waits = []
+    receipt = links.post_recv(peer, [message])
+    for i in range(rounds):
+        time.sleep(RECEIVER_DELAY_S + SENDER_DELAY_S)
+        t0 = time.perf_counter()
+        links.wait_recv(peer, receipt)
+        waits.append(time.perf_counter() - t0)
+        if i + 1 < rounds:
+            receipt = links.post_recv(peer, [message])
+        ack[0] = statistics.median(waits)
+        links.isend(peer, [ack], lambda _end_s: None)
+        links.drain()
+    return 0.0
 
 
 def _lower_quartile(values: list[float]) -> float:

@@ -21,7 +21,9 @@ communication threads, milliseconds on a host whose cores all compute (docs/accu
 posted early, a message moves as soon as it is sent, and the action only waits for the data.
 An AttnRes forward message is an int64 header (what the payload holds, block_store.py) and then
 the payload, whose size only the header tells: the inbound link's poster thread posts the
-payload's receives as soon as the header has arrived (real_runner/p2p.py).
+payload's receives as soon as the header has arrived (real_runner/p2p.py). Receive buffers thus
+exist from their posting, not from their action: device_allocated_bytes counts them earlier, the
+saved-for-backward accounting (what validation compares) does not change.
 """
 
 from __future__ import annotations

@@ -11,16 +11,17 @@ module turns the raw numbers into what the simulator reads:
   bandwidth (the roofline the cost model falls back to, e.g. for the standard residual's add);
 - an `ActivationProfile` (simulator/calibrate_memory.py): bytes autograd saves per piece.
 
-The point-to-point sweep times a transfer the way a pipeline meets it: the sender posted its
-send earlier and went on computing, the receiver arrives later and waits for the data. gloo
-moves an unbound buffer only once the receive is posted (a rendezvous), so that wait - from
-posting the receive to the data in place - is what the simulator's rendezvous protocol
-(StepPlan.p2p_protocol) charges as latency_s + bytes / bandwidth_bytes_per_s. Per size
-the lower quartile of the rounds is kept, and of `num_sweep_passes` passes the fastest (rounds
-that waited for a core other processes held are the host's noise, not the link's). `sender_busy`
-keeps the sender computing in a thread meanwhile (off by default: on the 2-core validation host
-it made the sweep noisier without reproducing the delays pipelined runs show, see
-docs/accuracy-report.md). `fit_alpha_beta` fits t(s) = alpha + s / beta by least squares with each squared
+The point-to-point sweep times a transfer the way the runner's pipeline meets it: the receive
+was posted earlier (the runner posts every receive ahead of its send), the sender sends, and the
+one-way time from the send call to the data in place at the waiting receiver is what the
+simulator's eager protocol (StepPlan.p2p_protocol) charges as latency_s + bytes /
+bandwidth_bytes_per_s. The send call's own duration and the time to complete a receive whose
+data is already in place are the per-message host overheads (LogP's o: StepPlan.send_overhead_s,
+recv_overhead_s). Per size the lower quartile of the rounds is kept, and of `num_sweep_passes`
+passes the fastest (rounds that waited for a core other processes held are the host's noise,
+not the link's). `sender_busy` keeps the sender computing in a thread meanwhile (off by default:
+on the 2-core validation host it made the sweep noisier, see docs/accuracy-report.md).
+`fit_alpha_beta` fits t(s) = alpha + s / beta by least squares with each squared
 residual divided by its time t, halfway between plain least squares (the largest message decides
 everything) and relative errors (the tiny ones do). A token-bucket-shaped link is the reason: a
 message smaller than the bucket passes at line rate, so the small sizes of a sweep do not show
@@ -208,13 +209,19 @@ class SavedBytesRecord(_Strict):
 
 
 class P2PSweep(_Strict):
-    """Late-receiver transfers between one directed rank pair."""
+    """Transfers to a receive posted earlier, between one directed rank pair (timed by the
+    sender, real_runner/calibration_p2p.py)."""
 
     src_rank: int
     dst_rank: int
     sizes_bytes: list[int]
     one_way_s: list[float]
-    """Time from posting the receive to the data in place, per size (lower quartile)."""
+    """Send call to data in place at a waiting receiver, per size (from the lower quartile of
+    the round trips)."""
+    send_call_s: list[float] = []
+    """Median seconds the send call held the sender, per size."""
+    recv_in_place_s: float = 0.0
+    """Median seconds to complete a receive whose data was already in place."""
     sender_busy: bool
     """Whether the sender was computing meanwhile."""
 

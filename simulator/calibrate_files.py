@@ -138,10 +138,15 @@ def build_calibration(plan: CalibrationPlan, ranks: list[RankMeasurements], *,
                                  bandwidth_bytes_per_s=fit.bandwidth_bytes_per_s))
     probes = [probe for r in ranks for probe in r.late_receive]
     late_overhead_s = median_across_ranks([p.overhead_s for p in probes]) if probes else 0.0
+    sweeps = [sweep for r in ranks for sweep in r.p2p]
+    send_calls = [statistics.median(s.send_call_s) for s in sweeps if s.send_call_s]
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    profile = MeasuredProfile(device=device, created_by=f"{created_by} ({stamp})",
-                              sublayers=sublayers, aggregation=aggregation, p2p=p2p,
-                              late_receive_overhead_s=late_overhead_s)
+    profile = MeasuredProfile(
+        device=device, created_by=f"{created_by} ({stamp})", sublayers=sublayers,
+        aggregation=aggregation, p2p=p2p, late_receive_overhead_s=late_overhead_s,
+        send_overhead_s=median_across_ranks(send_calls) if send_calls else 0.0,
+        recv_overhead_s=(median_across_ranks([s.recv_in_place_s for s in sweeps])
+                         if sweeps else 0.0))
     hardware = _hardware(plan, ranks, profile, fits, stamp)
     record = {
         "plan": plan.model_dump(mode="json"), "created": stamp, "device": device,

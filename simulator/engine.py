@@ -163,6 +163,8 @@ class _Engine:
         add_span, alloc, progress = state.spans.append, state.alloc, self._progress
         make = tuple.__new__  # ComputeSpan(...) less its Python-level __new__
         send, post_recv = self._send, self._post_recv
+        send_overhead_s, recv_overhead_s = self.plan.send_overhead_s, self.plan.recv_overhead_s
+        comm_wait_s = state.comm_wait_s
         for index, op in enumerate(self._ops[pp]):
             code = op[0]
             if code <= B:
@@ -187,6 +189,10 @@ class _Engine:
                 channel = channels[op[3]] = self._channel(dp, keys[op[3]])
             if code == SEND:
                 send(w, channel, op[4], op[5], PIPELINE)
+                if send_overhead_s:
+                    position[w] = index
+                    comm_wait_s[w] += send_overhead_s
+                    yield send_overhead_s
                 continue
             expected, num_bytes, partner = op[4]
             if num_bytes:
@@ -197,6 +203,10 @@ class _Engine:
                 position[w] = index
                 yield slot
                 self._account_wait(w, wait_start, slot.posted_s)
+            elif recv_overhead_s:
+                position[w] = index
+                comm_wait_s[w] += recv_overhead_s
+                yield recv_overhead_s
             slot.received_s = env.now
         yield from self._allreduce(w, dp, pp)
         state.end_s[w] = env.now

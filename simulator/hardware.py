@@ -117,6 +117,12 @@ class MeasuredProfile(_Strict):
     and both ranks were computing: on a host whose ranks fill every core, the communication
     threads' wake-ups wait for a core (measured by `pipesim calibrate`'s late-receive probe;
     charged by the engine's rendezvous protocol only)."""
+    send_overhead_s: float = Field(default=0.0, ge=0)
+    """Host seconds a point-to-point send holds the sending rank: the send call, its receive
+    posted earlier (LogP's o; measured by `pipesim calibrate`'s point-to-point sweep)."""
+    recv_overhead_s: float = Field(default=0.0, ge=0)
+    """Host seconds completing a receive holds the receiving rank when its data is already in
+    place (a waiting receiver's wake-up is part of the p2p latency)."""
 
 
 class HardwareSpec(_Strict):

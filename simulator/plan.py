@@ -108,8 +108,14 @@ def build_plan(scenario: Scenario, hardware: HardwareSpec, fabric: Fabric, *,
         forward_s=tuple(c.forward_s for c in costs), backward_s=tuple(c.backward_s for c in costs),
         send_bytes=send_bytes, allreduce_step_bytes=steps, ring_size=ring_size, memory=memory,
         fabric=fabric, name=scenario.name, record_link_timeline=record_link_timeline,
-        late_receive_overhead_s=(hardware.profile.late_receive_overhead_s
-                                 if hardware.profile is not None else 0.0))
+        **_host_overheads(hardware))
+
+
+def _host_overheads(hardware: HardwareSpec) -> dict[str, float]:
+    """The profile's per-message host overheads as StepPlan fields (zero without a profile)."""
+    names = ("late_receive_overhead_s", "send_overhead_s", "recv_overhead_s")
+    profile = hardware.profile
+    return {name: getattr(profile, name) if profile is not None else 0.0 for name in names}
 
 
 def _ring_steps(scenario: Scenario, gradient_bytes: int, weight_bytes: int,

@@ -6,8 +6,9 @@ the CSV writers need nothing else. Times are simulated seconds from the start of
 
 Per rank (one pipeline rank of one data-parallel replica, i.e. its TP group):
 - busy_s: compute (forward, backward, recompute, TP collectives);
-- comm_wait_s: blocked on a receive whose message was already sent (data in flight), and
-  blocked in the gradient all-reduce while a chunk was in flight;
+- comm_wait_s: blocked on a receive whose message was already sent (data in flight), blocked in
+  the gradient all-reduce while a chunk was in flight, and the host overheads of posting sends
+  and completing receives (StepPlan.send_overhead_s / recv_overhead_s);
 - idle_s: the rest of the step: waiting for a peer that had not sent yet (the pipeline bubble),
   and time after the rank finished.
 Bubble fraction is the pipeline's: 1 - mean(busy_s) / pipeline_time_s, where pipeline_time_s ends

@@ -60,14 +60,20 @@ class StepPlan:
     late_receive_overhead_s: float = 0.0
     """Rendezvous only: a message whose receive is posted after its send starts moving this
     much later (host CPU contention, MeasuredProfile.late_receive_overhead_s)."""
+    send_overhead_s: float = 0.0
+    """Host time a pipeline send holds its rank (LogP's o: posting it; the flows start at the
+    send, MeasuredProfile.send_overhead_s)."""
+    recv_overhead_s: float = 0.0
+    """Host time a pipeline receive holds its rank when its data was already in place (a
+    waiting receiver's wake-up is in the link's measured latency; MeasuredProfile)."""
 
     def __post_init__(self) -> None:
         if self.p2p_protocol not in P2P_PROTOCOLS:
             raise ValueError(f"p2p_protocol = {self.p2p_protocol!r}: use one of "
                              f"{', '.join(P2P_PROTOCOLS)}")
-        if not self.late_receive_overhead_s >= 0:
-            raise ValueError(f"late_receive_overhead_s = {self.late_receive_overhead_s!r}: "
-                             "must be >= 0 seconds")
+        for name in ("late_receive_overhead_s", "send_overhead_s", "recv_overhead_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} = {getattr(self, name)!r}: must be >= 0 seconds")
         for name in ("forward_s", "backward_s"):
             for chunk, seconds in enumerate(getattr(self, name)):
                 if not seconds >= 0:

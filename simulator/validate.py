@@ -12,11 +12,12 @@ separate `pipesim calibrate` run. Then:
 
 Resolution of what to simulate on: hardware is the calibration's (`--calibration DIR`) or the
 scenario's `hardware:`; the topology is `--topology`, else the scenario's `topology:`, else the
-calibrated host_loopback link for K local processes; the protocol is gloo's rendezvous for gloo
-runs and the engine's eager sends otherwise (`StepPlan.p2p_protocol`, simulator/step_plan.py:
-"eager" starts a message's flows at its send, as NCCL's GPU-driven transfers; "rendezvous" once
-both its send and its receive are posted, as a gloo TCP pair moves an unbound buffer only after
-the receiver announced it).
+calibrated host_loopback link for K local processes; the protocol is the engine's eager sends
+for our runner's traces (it posts every receive before its send, real_runner/executor.py) and
+for NCCL, and gloo's rendezvous for other gloo traces (`StepPlan.p2p_protocol`,
+simulator/step_plan.py: "eager" starts a message's flows at its send; "rendezvous" once both its
+send and its receive are posted, as a gloo TCP pair moves an unbound buffer only after the
+receiver announced it).
 
     report = validate_run(load_scenario("scenarios/cpu_block_naive_gpipe.yaml"),
                           "runs/measure/cpu_block_naive_gpipe", calibration="runs/calib")
@@ -181,7 +182,7 @@ def validate_run(scenario: Scenario, trace: str | Path | Sequence[str | Path], *
             raise ValidationError(f"{_run_dir(trace)}: every step is a warm-up step; measure "
                                   "at least one more step (--steps)")
     backend = runner.manifest.backend if runner is not None else _backend_of(ingested)
-    protocol = protocol or ("rendezvous" if backend == "gloo" else "eager")
+    protocol = protocol or ("rendezvous" if backend == "gloo" and runner is None else "eager")
     if protocol not in P2P_PROTOCOLS:
         raise ValidationError(f"protocol = {protocol!r}: use one of {', '.join(P2P_PROTOCOLS)}")
     calib = load_calibration(calibration) if isinstance(calibration, (str, Path)) \

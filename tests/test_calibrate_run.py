@@ -78,3 +78,22 @@ def test_saved_bytes_are_measured_per_piece(calibrated):
     assert shape.index_bytes_per_token == 8
     grows = [shape.aggregation_bytes(k) for k in (1, 2, 3)]
     assert grows == sorted(grows) and grows[0] > 0
+
+
+def test_the_sweep_times_posted_receives_and_the_host_overheads(calibrated):
+    """Each sweep comes from its sender: one send-call time per size and the in-place receive;
+    the profile's overheads are their medians over the two directions."""
+    import statistics
+
+    sweeps = calibrated[0].record["p2p"]
+    assert sorted((s["src_rank"], s["dst_rank"]) for s in sweeps) == [(0, 1), (1, 0)]
+    for sweep in sweeps:
+        assert len(sweep["send_call_s"]) == len(sweep["sizes_bytes"]) == 2
+        assert all(t > 0 for t in sweep["send_call_s"] + sweep["one_way_s"])
+        assert sweep["recv_in_place_s"] > 0
+        assert sweep["one_way_s"][1] > sweep["one_way_s"][0]  # 16 MiB takes longer than 1 KiB
+    profile = calibrated[0].profile
+    assert profile.send_overhead_s == pytest.approx(
+        statistics.median([statistics.median(s["send_call_s"]) for s in sweeps]))
+    assert profile.recv_overhead_s == pytest.approx(
+        statistics.median([s["recv_in_place_s"] for s in sweeps]))

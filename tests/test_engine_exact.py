@@ -162,3 +162,27 @@ def test_late_receive_overhead_delays_only_receives_posted_after_their_send() ->
     assert simulate_plan(eager).step_time_s == pytest.approx(7.0, rel=1e-12)
     with pytest.raises(ValueError, match=r"late_receive_overhead_s = -1.0: must be >= 0"):
         replace(plan, late_receive_overhead_s=-1.0)
+
+
+@pytest.mark.parametrize(("send_overhead_s", "recv_overhead_s", "step_s"),
+                         [(0.0, 0.0, 7.6), (0.0, 0.1, 7.8), (0.25, 0.0, 7.8)])
+def test_host_overheads_hold_the_sender_and_a_receiver_whose_data_is_in_place(
+        send_overhead_s: float, recv_overhead_s: float, step_s: float) -> None:
+    """Eager GPipe, P = 2, M = 2, t_f = (1, 1.2) s, t_b = (1.1, 1) s, 0.5 s per transfer.
+
+    None: F(1,0) 1.5-2.7; micro-batch 1's activation (sent at 2) is in place at 2.5, so
+    F(1,1) 2.7-3.9, B(1,0) 3.9-4.9, B(1,1) 4.9-5.9; the gradients arrive at 5.4 and 6.4;
+    B(0,0) 5.4-6.5, B(0,1) 6.5-7.6.
+    o_recv = 0.1 s: the two receives that find their data in place (at 2.7 and 6.6) each
+    hold their rank 0.1 s more: 7.8. A receive that waited (F(1,0)'s, B(0,0)'s) pays nothing.
+    o_send = 0.25 s: rank 0 holds 1-1.25 after its first send, so micro-batch 1 is sent at
+    2.25 and there at 2.75 (rank 1 waits from 2.7): F(1,1) 2.75-3.95, B(1,0) 3.95-4.95, held
+    to 5.2, B(1,1) 5.2-6.2, gradient there at 6.7; B(0,0) 5.45-6.55, B(0,1) 6.7-7.8."""
+    fabric = ideal_fabric(1, 2, bandwidth_bytes_per_s=2.0)
+    plan = StepPlan(build_schedule("gpipe", 2, 1, 2), 1, 1, (1.0, 1.2), (1.1, 1.0),
+                    _all_hops(2, 1), fabric=fabric, send_overhead_s=send_overhead_s,
+                    recv_overhead_s=recv_overhead_s)
+    result = simulate_plan(plan)
+    assert result.step_time_s == pytest.approx(step_s, rel=1e-12)
+    with pytest.raises(ValueError, match=r"send_overhead_s = -1.0: must be >= 0"):
+        replace(plan, send_overhead_s=-1.0)

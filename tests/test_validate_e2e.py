@@ -61,7 +61,7 @@ def test_bytes_and_counts_are_exact_and_memory_matches(validated):
     root, _ = validated
     data = json.loads((root / "validate" / "validation.json").read_text())
     assert data["bytes_exact"] and data["counts_exact"]
-    assert data["protocol"] == "rendezvous" and data["backend"] == "gloo"
+    assert data["protocol"] == "eager" and data["backend"] == "gloo"  # the runner posts ahead
     assert len(data["transitions"]) == 6  # 3 forward and 3 backward transitions, C = 4
     assert abs(data["worst_memory_error_pct"]) < 1.0
     assert data["step"]["simulated_s"] > 0 and data["step"]["measured_s"] > 0

@@ -5,8 +5,9 @@
 Measures, at every given scenario's shapes, the per-sublayer forward and backward seconds of
 the runner's model, the AttnRes aggregation against its number of sources, what each piece
 saves for backward, point-to-point alpha-beta between every directed rank pair over the
-chosen backend (a ping-pong message-size sweep), and what a late receive costs more when both
-ranks compute (the late-receive probe). Writes profile.yaml, hardware.yaml,
+chosen backend (a ping-pong message-size sweep to receives posted first), the host overhead of
+a send call and of completing a receive, and what a late receive costs more when both ranks
+compute (the late-receive probe). Writes profile.yaml, hardware.yaml,
 activations.yaml, topology.yaml and calibration.json under --out (docs/validation.md).
 Calibration runs in its own processes, separate from any run later validated.
 
@@ -114,7 +115,7 @@ def _print(console: Console, calibration: Calibration, out: Path) -> None:
                       f"{a.hidden_size}, {a.seq_len}, {a.micro_batch_size}, {a.dtype}",
                       format_seconds(a.forward_s), format_seconds(a.backward_s))
     console.print(table)
-    links = Table(title="Point-to-point alpha-beta (ping-pong sweep)")
+    links = Table(title="Point-to-point alpha-beta (receives posted before their sends)")
     for column in ("ranks", "latency", "bandwidth", "worst fit residual"):
         links.add_column(column)
     for pair, fit in calibration.fits.items():
@@ -122,6 +123,9 @@ def _print(console: Console, calibration: Calibration, out: Path) -> None:
                       f"{format_bytes(fit.bandwidth_bytes_per_s)}/s",
                       f"{100 * fit.max_relative_residual:.0f}%")
     console.print(links)
+    console.print(f"Host overhead per message: {format_seconds(profile.send_overhead_s)} per "
+                  f"send call, {format_seconds(profile.recv_overhead_s)} to complete a receive "
+                  "whose data is in place")
     for probe in calibration.record.get("late_receive", []):
         console.print(f"Late receive {probe['src_rank']}->{probe['dst_rank']} "
                       f"({format_bytes(probe['num_bytes'])}): "

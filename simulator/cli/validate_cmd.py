@@ -38,7 +38,8 @@ class ValidationFailed(click.ClickException):
               help="Topology to simulate on (default: the scenario's, else the calibrated "
                    "loopback of local processes).")
 @click.option("--protocol", type=click.Choice(["rendezvous", "eager"]), default=None,
-              help="Point-to-point protocol (default: rendezvous for gloo runs, else eager).")
+              help="Point-to-point protocol (default: eager for the runner's traces and NCCL, "
+                   "rendezvous for other gloo traces).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output directory (default: runs/validate/<scenario name>).")
 def validate_cmd(scenario: str, traces: tuple[str, ...], calibration: str | None,
