@@ -38,9 +38,10 @@ __all__ = ["RECEIVER_DELAY_S", "SENDER_DELAY_S", "measure_p2p", "measure_late_re
 SENDER_DELAY_S = 3e-3
 """How long the sender waits before each send, so the receive is always posted first."""
 RECEIVER_DELAY_S = 3e-3
-"""How long the receiver waits before completing a receive whose data is surely in place (and,
-in the late-receive probe, before posting its receive)."""
+"""How much longer than SENDER_DELAY_S the receiver sleeps before completing a receive, so that
+its data is surely in place."""
 ACK_BYTES = 4
+"""Size of the ping whose half round trip is the ack's share of every round trip."""
 
 
 class _ComputeLoad:
@@ -238,7 +239,7 @@ def _in_place_receive(sender: bool, peer: int, num_bytes: int, links: Links,
     ack = torch.zeros(1, dtype=torch.float32, device=device)
     rounds = max(3, plan.num_repeats)
     if sender:
-        for i in range(rounds):
+        for _ in range(rounds):
             ack_receipt = links.post_recv(peer, [ack])
             time.sleep(SENDER_DELAY_S)
             links.isend(peer, [message], lambda _end_s: None)
