@@ -146,7 +146,6 @@ class Links:
 
     def __init__(self, rank: int, device: torch.device) -> None:
         self.rank, self.device = rank, device
-        self._groups: dict[tuple[int, int], dist.ProcessGroup] = {}
         self._created: set[tuple[int, int]] = set()
         self._sends: dict[int, _SendLink] = {}
         self._recvs: dict[int, _RecvLink] = {}
@@ -162,8 +161,6 @@ class Links:
                 continue
             group = dist.new_group([src, dst])  # every rank takes part in creating it
             self._created.add((src, dst))
-            if self.rank in (src, dst):
-                self._groups[(src, dst)] = group
             if self.rank == src:
                 self._sends[dst] = _SendLink(group, dst, self.device)
             if self.rank == dst:
