@@ -6,7 +6,7 @@ from any run that is later validated. Each one:
 1. times, at every shape of the plan, the runner's modules (real_runner/model.py,
    residual.py) the way the executor runs them: forward inside the runner's saved-tensor
    tracker, backward through `torch.autograd.backward`, fresh input leaves each repetition,
-   warm-up first, medians kept; the pieces take turns in rounds for at least
+   warm-up first, trimmed means kept (a step is a sum of them; simulator.calibrate.trimmed_mean); the pieces take turns in rounds for at least
    `min_compute_seconds`, so a shared host's slow spells weigh on all of them alike. Pieces: an attention sublayer, an MLP sublayer, the embedding,
    the head (final norm, LM head, loss) and the AttnRes aggregation over k = 1..max sources;
 2. records what each piece saves for backward, counted like the runner's tracker (storages,
@@ -18,7 +18,9 @@ from any run that is later validated. Each one:
    the round trip, plus the time to complete a receive whose data is in place
    (real_runner/calibration_p2p.py; simulator/calibrate.py says why);
 5. probes what a receive posted after its send costs more when both ranks computed just before
-   it (for programs that post receives late; the rendezvous protocol charges it).
+   it (for programs that post receives late; the rendezvous protocol charges it);
+6. probes how much a transfer in flight slows the compute of its two ends (the host work of
+   moving bytes runs on the cores that compute; real_runner/calibration_traffic.py).
 
 All ranks time compute at the same time, as pipeline ranks compute at the same time; the
 point-to-point sweep runs one pair at a time while the other ranks wait at a barrier.
@@ -45,6 +47,7 @@ from torch import Tensor
 from real_runner.distributed import synchronize
 from real_runner.model import TORCH_DTYPES, Embedding, ModelSpec, OutputHead, RMSNorm, Sublayer
 from real_runner.calibration_p2p import measure_late_receive, measure_p2p
+from real_runner.calibration_traffic import measure_traffic_load
 from real_runner.p2p import Links
 from real_runner.residual import depth_attention
 from real_runner.saved_tensors import SavedTensorTracker
@@ -56,6 +59,7 @@ from simulator.calibrate import (
     RankMeasurements,
     SavedBytesRecord,
     ShapeMeasurements,
+    trimmed_mean,
 )
 
 __all__ = ["measure_shape", "measure_roofline", "saved_storages", "main"]
@@ -91,8 +95,10 @@ class _PieceTimer:
             self.forward_s.append(t1 - t0)
             self.backward_s.append(t2 - t1)
 
-    def medians(self) -> tuple[float, float, int]:
-        return _median(self.forward_s), _median(self.backward_s), len(self.forward_s)
+    def means(self) -> tuple[float, float, int]:
+        """(forward, backward) trimmed means and the number of samples."""
+        return (trimmed_mean(self.forward_s), trimmed_mean(self.backward_s),
+                len(self.forward_s))
 
 
 def _time_in_rounds(timers: list[_PieceTimer], plan: CalibrationPlan) -> None:
@@ -181,7 +187,7 @@ def measure_shape(shape: CalibrationShape, device: torch.device,
     _time_in_rounds([*timers.values(), *(timer for _, timer, _ in aggregation)], plan)
     pieces, saved = [], []
     for kind, module in modules.items():
-        fwd_s, bwd_s, n = timers[kind].medians()
+        fwd_s, bwd_s, n = timers[kind].means()
         pieces.append(PieceTiming(kind=kind, forward_s=fwd_s, backward_s=bwd_s, num_samples=n))
         call, params = calls[kind], list(module.parameters())
         h = leaf()
@@ -191,7 +197,7 @@ def measure_shape(shape: CalibrationShape, device: torch.device,
                                       second_input_saved=len(kept) > 1 and kept[1]))
     points = []
     for k, timer, weigh in aggregation:
-        fwd_s, bwd_s, _ = timer.medians()
+        fwd_s, bwd_s, _ = timer.means()
         internal, all_kept = weigh()
         points.append(AggregationPoint(num_sources=k, forward_s=fwd_s, backward_s=bwd_s,
                                        saved_bytes=internal, sources_saved=all_kept))
@@ -287,12 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         dist.barrier()
         sweeps = measure_p2p(rank, world, links, device, plan)
         late = measure_late_receive(rank, links, device, plan)
+        traffic = measure_traffic_load(rank, links, device, plan, sweeps)
         result = RankMeasurements(
             rank=rank, world_size=world, backend=plan.backend, device=_describe(device),
             hostname=socket.gethostname(), num_threads=torch.get_num_threads(),
             device_memory_bytes=_device_memory_bytes(device), shapes=shapes,
             matmul_flops_per_s=flops_per_s, elementwise_bytes_per_s=bytes_per_s, p2p=sweeps,
-            late_receive=[] if late is None else [late])
+            late_receive=[] if late is None else [late],
+            traffic_load=[] if traffic is None else [traffic])
         out = Path(args.out) / f"raw-rank-{rank}.json"
         out.write_text(result.model_dump_json(indent=1))
         dist.barrier()

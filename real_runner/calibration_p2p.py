@@ -12,7 +12,9 @@ call and the round trip until a one-element ack comes back. Per size the sweep k
 - the send call's duration: host time the send holds the sender (StepPlan.send_overhead_s).
 
 Then, at the sweep's middle size, how long completing a receive takes when its data is already
-in place (the receiver sleeps RECEIVER_DELAY_S first): StepPlan.recv_overhead_s.
+in place (the receiver sleeps RECEIVER_DELAY_S first): StepPlan.recv_overhead_s. Last, the send
+call and the posting of its receives for messages of 1 and 8 small tensors: the host time each
+further tensor of a message costs (StepPlan.send_overhead_per_tensor_s, recv_post_per_tensor_s).
 simulator/calibrate.py says why the lower quartile and the fastest of several passes are kept.
 """
 
@@ -32,7 +34,8 @@ from real_runner.model import TORCH_DTYPES, ModelSpec, Sublayer
 from real_runner.p2p import Links
 from simulator.calibrate import CalibrationPlan, CalibrationShape, LateReceiveProbe, P2PSweep
 
-__all__ = ["RECEIVER_DELAY_S", "SENDER_DELAY_S", "measure_p2p", "measure_late_receive"]
+__all__ = ["RECEIVER_DELAY_S", "SENDER_DELAY_S", "measure_p2p", "measure_late_receive",
+           "sublayer_work"]
 
 
 SENDER_DELAY_S = 3e-3
@@ -42,6 +45,8 @@ RECEIVER_DELAY_S = 3e-3
 its data is surely in place."""
 ACK_BYTES = 4
 """Size of the ping whose half round trip is the ack's share of every round trip."""
+CALL_TENSOR_COUNTS = (1, 8)
+"""Tensors per message at which the send call and the receives' posting are timed."""
 
 
 class _ComputeLoad:
@@ -67,7 +72,7 @@ class _ComputeLoad:
         self._thread.join()
 
 
-def _sublayer_work(shape: CalibrationShape, device: torch.device) -> Callable[[], None]:
+def sublayer_work(shape: CalibrationShape, device: torch.device) -> Callable[[], None]:
     """One forward and backward of the runner's attention sublayer at `shape`."""
     spec = ModelSpec(num_sublayers=2, hidden_size=shape.hidden_size, num_heads=shape.num_heads,
                      ffn_hidden_size=shape.ffn_hidden_size, vocab_size=shape.vocab_size,
@@ -94,7 +99,7 @@ def measure_p2p(rank: int, world_size: int, links: Links, device: torch.device,
     on a shared host spoils a pass, not all of them.
     """
     sweeps = []
-    work = _sublayer_work(plan.shapes[0], device) if plan.sender_busy else None
+    work = sublayer_work(plan.shapes[0], device) if plan.sender_busy else None
     sizes = list(plan.message_sizes_bytes)
     for src in range(world_size):
         for dst in range(world_size):
@@ -114,6 +119,7 @@ def measure_p2p(rank: int, world_size: int, links: Links, device: torch.device,
                           for _ in range(plan.num_sweep_passes)]
                 in_place = _in_place_receive(sending, peer, sizes[len(sizes) // 2], links,
                                              device, plan)
+                calls = _call_costs(sending, peer, links, device, plan)
             if sending:
                 best = [min(per_size, key=lambda r: r[0]) for per_size in zip(*passes)]
                 (ack_round_trip_s, _), rest = best[0], best[1:]
@@ -121,7 +127,8 @@ def measure_p2p(rank: int, world_size: int, links: Links, device: torch.device,
                     src_rank=src, dst_rank=dst, sizes_bytes=sizes,
                     one_way_s=[max(rtt - ack_round_trip_s / 2, 1e-9) for rtt, _ in rest],
                     send_call_s=[call for _, call in rest], recv_in_place_s=in_place,
-                    sender_busy=plan.sender_busy))
+                    tensor_counts=list(CALL_TENSOR_COUNTS), send_calls_by_count_s=calls[0],
+                    post_calls_by_count_s=calls[1], sender_busy=plan.sender_busy))
     dist.barrier()
     return sweeps
 
@@ -146,7 +153,7 @@ def measure_late_receive(rank: int, links: Links, device: torch.device,
     """
     if plan.late_receive_rounds == 0 or plan.nproc < 2:
         return None
-    work = _sublayer_work(plan.shapes[0], device)
+    work = sublayer_work(plan.shapes[0], device)
     num_bytes = plan.message_sizes_bytes[len(plan.message_sizes_bytes) // 2]
     message = torch.zeros(max(1, num_bytes // 4), dtype=torch.float32, device=device)
     medians = []
@@ -259,6 +266,50 @@ def _in_place_receive(sender: bool, peer: int, num_bytes: int, links: Links,
         links.isend(peer, [ack], lambda _end_s: None)
         links.drain()
     return 0.0
+
+
+def _call_costs(sender: bool, peer: int, links: Links, device: torch.device,
+                plan: CalibrationPlan) -> tuple[list[float], list[float]]:
+    """Median host seconds of a send call and of posting its receives, for messages of each of
+    CALL_TENSOR_COUNTS small tensors: the runner sends a message's tensors one by one (an
+    AttnRes boundary is several), so its host time grows with their number. The receiver
+    posts and times its receives, the sender waits SENDER_DELAY_S and times its send; the
+    receiver's medians come back in the last ack. Returns ([], []) on the receiver."""
+    rounds = max(3, plan.num_repeats)
+    ack = torch.zeros(2 * len(CALL_TENSOR_COUNTS), dtype=torch.float64, device=device)
+    sends: list[float] = []
+    posts: list[list[float]] = []
+    for count in CALL_TENSOR_COUNTS:
+        tensors = [torch.ones(1, dtype=torch.float32, device=device) for _ in range(count)]
+        timed: list[float] = []
+        for _ in range(plan.num_warmup + rounds):
+            if sender:
+                ack_receipt = links.post_recv(peer, [ack])
+                time.sleep(SENDER_DELAY_S)
+                t0 = time.perf_counter()
+                links.isend(peer, tensors, lambda _end_s: None)
+                timed.append(time.perf_counter() - t0)
+                links.wait_recv(peer, ack_receipt)
+                links.drain()
+            else:
+                t0 = time.perf_counter()
+                receipt = links.post_recv(peer, tensors)
+                timed.append(time.perf_counter() - t0)
+                links.wait_recv(peer, receipt)
+                links.isend(peer, [ack], lambda _end_s: None)
+                links.drain()
+        kept = statistics.median(timed[plan.num_warmup:])
+        if sender:
+            sends.append(kept)
+        else:
+            posts.append([kept])
+    if sender:  # one more round trip brings the receiver's medians
+        links.recv(peer, [ack])
+        return sends, [float(x) for x in ack[:len(CALL_TENSOR_COUNTS)]]
+    ack[:len(CALL_TENSOR_COUNTS)] = torch.tensor([p[0] for p in posts], dtype=torch.float64)
+    links.isend(peer, [ack], lambda _end_s: None)
+    links.drain()
+    return [], []
 
 
 def _lower_quartile(values: list[float]) -> float:

@@ -53,14 +53,18 @@ __all__ = [
     "SavedBytesRecord",
     "P2PSweep",
     "LateReceiveProbe",
+    "TrafficLoadProbe",
     "ShapeMeasurements",
     "RankMeasurements",
     "AlphaBetaFit",
     "fit_alpha_beta",
     "fit_sweep",
+    "per_tensor_s",
     "shapes_for",
     "default_message_sizes",
     "median_across_ranks",
+    "trimmed_mean",
+    "TRIM_FRACTION",
 ]
 
 PIECES: tuple[str, ...] = ("attention", "mlp", "embedding", "head")
@@ -146,13 +150,17 @@ class CalibrationPlan(_Strict):
     sender_busy: bool = False
     """Keep the sender computing (the runner's sublayer, in a thread) during the sweep."""
     num_repeats: int = Field(default=15, ge=3)
-    """Timed repetitions per measurement (medians are kept); compute pieces take at least this
+    """Timed repetitions per measurement (compute pieces keep a trimmed mean, point-to-point
+    measurements a median or quartile); compute pieces take at least this
     many, and more until `min_compute_seconds` have passed."""
     num_warmup: int = Field(default=3, ge=0)
     max_seconds_per_point: float = Field(default=0.5, gt=0)
     """Stop repeating a point-to-point size after this long (at least 3 repetitions)."""
     late_receive_rounds: int = Field(default=16, ge=0)
     """Rounds per case of the late-receive probe (0: skip it; the overhead is then 0)."""
+    traffic_rounds: int = Field(default=8, ge=0)
+    """Loaded (and as many idle) rounds of the traffic-load probe (0: skip it; transfers then
+    cost the compute beside them nothing)."""
     min_compute_seconds: float = Field(default=4.0, ge=0)
     """Per shape, keep timing the compute pieces in rounds for at least this long: the pieces
     take turns, so a slow spell of a shared host weighs on all of them alike, and a longer
@@ -177,7 +185,7 @@ class CalibrationPlan(_Strict):
 
 
 class PieceTiming(_Strict):
-    """Median seconds of one sublayer kind on one rank."""
+    """Seconds of one sublayer kind on one rank: the trimmed mean of its samples."""
 
     kind: Literal["attention", "mlp", "embedding", "head"]
     forward_s: float
@@ -186,7 +194,8 @@ class PieceTiming(_Strict):
 
 
 class AggregationPoint(_Strict):
-    """Median seconds (and saved bytes) of one AttnRes aggregation over `num_sources` sources."""
+    """Seconds (trimmed mean) and saved bytes of one AttnRes aggregation over `num_sources`
+    sources."""
 
     num_sources: int
     forward_s: float
@@ -222,8 +231,22 @@ class P2PSweep(_Strict):
     """Median seconds the send call held the sender, per size."""
     recv_in_place_s: float = 0.0
     """Median seconds to complete a receive whose data was already in place."""
+    tensor_counts: list[int] = []
+    """Tensors per message of the call-cost rounds (small tensors)."""
+    send_calls_by_count_s: list[float] = []
+    """Median seconds of the send call, per tensor count."""
+    post_calls_by_count_s: list[float] = []
+    """Median seconds the receiver took to post the message's receives, per tensor count."""
     sender_busy: bool
     """Whether the sender was computing meanwhile."""
+
+
+def per_tensor_s(counts: Sequence[int], seconds: Sequence[float]) -> float:
+    """The slope of call seconds against tensors per message, between the smallest and the
+    largest count (never below zero; 0 without two counts)."""
+    if len(counts) < 2 or len(seconds) != len(counts) or counts[-1] == counts[0]:
+        return 0.0
+    return max(0.0, (seconds[-1] - seconds[0]) / (counts[-1] - counts[0]))
 
 
 class LateReceiveProbe(_Strict):
@@ -244,6 +267,31 @@ class LateReceiveProbe(_Strict):
     def overhead_s(self) -> float:
         """The extra cost of a late receive under compute (never below zero)."""
         return max(0.0, self.busy_s - self.idle_s)
+
+
+class TrafficLoadProbe(_Strict):
+    """How much a transfer stream 0 -> 1 slowed one end's compute (real_runner/
+    calibration_traffic.py): medians over rounds, measured by that end."""
+
+    src_rank: int
+    dst_rank: int
+    role: Literal["send", "recv"]
+    calls: int
+    """Attention sublayer forward-and-backward calls per window."""
+    idle_s: float
+    """The window with the link idle."""
+    loaded_s: float
+    """The window while the stream flowed."""
+    bytes_moved: float
+    """Bytes this end completed during its loaded window."""
+    num_rounds: int
+
+    @property
+    def cpu_s_per_byte(self) -> float:
+        """Compute seconds lost per byte moved (never below zero)."""
+        if self.bytes_moved <= 0:
+            return 0.0
+        return max(0.0, self.loaded_s - self.idle_s) / self.bytes_moved
 
 
 class ShapeMeasurements(_Strict):
@@ -274,6 +322,8 @@ class RankMeasurements(_Strict):
     p2p: list[P2PSweep]
     late_receive: list[LateReceiveProbe] = []
     """The late-receive probes this rank received (one pair per calibration)."""
+    traffic_load: list[TrafficLoadProbe] = []
+    """The traffic-load probe's result on this rank (ranks 0 and 1)."""
 
 
 @dataclass(frozen=True)
@@ -333,6 +383,26 @@ def fit_alpha_beta(sizes_bytes: Sequence[float], times_s: Sequence[float]) -> Al
 def fit_sweep(sweep: P2PSweep) -> AlphaBetaFit:
     """The alpha-beta fit of one pair's sweep."""
     return fit_alpha_beta(sweep.sizes_bytes, sweep.one_way_s)
+
+
+TRIM_FRACTION = 0.05
+"""Share of samples trimmed off each end by `trimmed_mean`."""
+
+
+def trimmed_mean(values: Sequence[float], trim: float = TRIM_FRACTION) -> float:
+    """The mean of `values` less the `trim` share at each end.
+
+    Compute durations are timed to predict a step, which is their sum, so what matters is
+    their mean, and it is 0-5% above their median on the validation host (the durations have
+    a right tail: cache and scheduler hiccups). Trimming keeps a rare stall of the host, which
+    a median step would not show, from weighing on it.
+    """
+    if not values:
+        raise CalibrationError("no samples to average; calibrate again")
+    ordered = sorted(values)
+    cut = int(len(ordered) * trim)
+    kept = ordered[cut:len(ordered) - cut] or ordered
+    return float(sum(kept) / len(kept))
 
 
 def median_across_ranks(values: Sequence[float]) -> float:

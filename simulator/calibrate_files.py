@@ -33,6 +33,7 @@ from simulator.calibrate import (
     CalibrationError,
     CalibrationPlan,
     RankMeasurements,
+    per_tensor_s,
     median_across_ranks,
     fit_sweep,
 )
@@ -140,13 +141,23 @@ def build_calibration(plan: CalibrationPlan, ranks: list[RankMeasurements], *,
     late_overhead_s = median_across_ranks([p.overhead_s for p in probes]) if probes else 0.0
     sweeps = [sweep for r in ranks for sweep in r.p2p]
     send_calls = [statistics.median(s.send_call_s) for s in sweeps if s.send_call_s]
+    counted = [s for s in sweeps if s.post_calls_by_count_s]
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     profile = MeasuredProfile(
         device=device, created_by=f"{created_by} ({stamp})", sublayers=sublayers,
         aggregation=aggregation, p2p=p2p, late_receive_overhead_s=late_overhead_s,
         send_overhead_s=median_across_ranks(send_calls) if send_calls else 0.0,
         recv_overhead_s=(median_across_ranks([s.recv_in_place_s for s in sweeps])
-                         if sweeps else 0.0))
+                         if sweeps else 0.0),
+        send_overhead_per_tensor_s=median_across_ranks(
+            [per_tensor_s(s.tensor_counts, s.send_calls_by_count_s) for s in counted])
+        if counted else 0.0,
+        recv_post_s=median_across_ranks([s.post_calls_by_count_s[0] for s in counted])
+        if counted else 0.0,
+        recv_post_per_tensor_s=median_across_ranks(
+            [per_tensor_s(s.tensor_counts, s.post_calls_by_count_s) for s in counted])
+        if counted else 0.0,
+        **_traffic_costs(ranks))
     hardware = _hardware(plan, ranks, profile, fits, stamp)
     record = {
         "plan": plan.model_dump(mode="json"), "created": stamp, "device": device,
@@ -157,11 +168,21 @@ def build_calibration(plan: CalibrationPlan, ranks: list[RankMeasurements], *,
         "num_threads": [r.num_threads for r in ranks],
         "p2p": [s.model_dump(mode="json") for r in ranks for s in r.p2p],
         "late_receive": [p.model_dump(mode="json") for p in probes],
+        "traffic_load": [p.model_dump(mode="json") for r in ranks for p in r.traffic_load],
         "shapes": [m.model_dump(mode="json") for r in ranks for m in r.shapes],
     }
     activation_profile = ActivationProfile(device=device, created_by=profile.created_by,
                                            shapes=activations)
     return Calibration(hardware, activation_profile, fits, record)
+
+
+def _traffic_costs(ranks: list[RankMeasurements]) -> dict[str, float]:
+    """send_cpu_s_per_byte and recv_cpu_s_per_byte from the traffic-load probes (0 without)."""
+    probes = [p for r in ranks for p in r.traffic_load]
+    return {f"{role}_cpu_s_per_byte": median_across_ranks([p.cpu_s_per_byte for p in probes
+                                                           if p.role == role])
+            if any(p.role == role for p in probes) else 0.0
+            for role in ("send", "recv")}
 
 
 def _saved_at_shape(measured: Any) -> SavedBytesAtShape:

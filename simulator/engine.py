@@ -31,6 +31,7 @@ they are stored once per rank (the manifest's cached modes).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Generator
 
@@ -47,6 +48,7 @@ __all__ = ["P2P_PROTOCOLS", "RankMemoryPlan", "StepPlan", "simulate_plan"]
 
 PIPELINE, ALLREDUCE = 0, 1
 """Traffic classes of flows."""
+_NAN = math.nan
 
 
 def simulate_plan(plan: StepPlan, *, progress: Callable[[int, int], None] | None = None,
@@ -86,6 +88,8 @@ class _Engine:
             1 for acts in schedule.actions.values() for a in acts if a.kind.is_compute
         ) * plan.num_replicas
         self._rendezvous = plan.p2p_protocol == "rendezvous"
+        self._cpu_costs = plan.send_cpu_s_per_byte > 0 or plan.recv_cpu_s_per_byte > 0
+        """Whether transfers slow the compute beside them (then ranks track their compute)."""
         self._channels: dict[tuple[object, ...], Channel] = {}
         self._paths: dict[tuple[object, object], NetPath] = {}
         compiled = [compile_rank(plan, pp) for pp in range(self.P)]
@@ -163,8 +167,9 @@ class _Engine:
         add_span, alloc, progress = state.spans.append, state.alloc, self._progress
         make = tuple.__new__  # ComputeSpan(...) less its Python-level __new__
         send, post_recv = self._send, self._post_recv
-        send_overhead_s, recv_overhead_s = self.plan.send_overhead_s, self.plan.recv_overhead_s
-        comm_wait_s = state.comm_wait_s
+        recv_overhead_s = self.plan.recv_overhead_s
+        comm_wait_s, cpu_costs = state.comm_wait_s, self._cpu_costs
+        compute_start_s, cpu_debt_s = state.compute_start_s, state.cpu_debt_s
         for index, op in enumerate(self._ops[pp]):
             code = op[0]
             if code <= B:
@@ -172,7 +177,13 @@ class _Engine:
                 if code == F and op[4]:
                     alloc(w, start, op[4])
                 position[w] = index
-                yield op[3]
+                if cpu_costs:
+                    compute_start_s[w] = start
+                    debt_s, cpu_debt_s[w] = cpu_debt_s[w], 0.0
+                    yield op[3] + debt_s
+                    compute_start_s[w] = _NAN
+                else:
+                    yield op[3]
                 end = env.now
                 busy_s[w] += end - start
                 add_span(make(ComputeSpan, (dp, pp, "F" if code == F else "B", op[1], op[2],
@@ -187,13 +198,18 @@ class _Engine:
             channel = channels[op[3]]
             if channel is None:
                 channel = channels[op[3]] = self._channel(dp, keys[op[3]])
+            host_s = op[6]
             if code == SEND:
                 send(w, channel, op[4], op[5], PIPELINE)
-                if send_overhead_s:
+                if host_s:
                     position[w] = index
-                    comm_wait_s[w] += send_overhead_s
-                    yield send_overhead_s
+                    comm_wait_s[w] += host_s
+                    yield host_s
                 continue
+            if host_s:  # posting the receives
+                position[w] = index
+                comm_wait_s[w] += host_s
+                yield host_s
             expected, num_bytes, partner = op[4]
             if num_bytes:
                 alloc(w, env.now, num_bytes)
@@ -233,7 +249,10 @@ class _Engine:
     def _start(self, channel: Channel, slot: Slot) -> None:
         """Transmit a message: one flow per TP rank."""
         channel.in_flight = slot
-        slot.started_s = self.env.now
+        slot.started_s = now = self.env.now
+        if self._cpu_costs:
+            slot.src_busy_s = self.state.busy_now(channel.src_w, now)
+            slot.dst_busy_s = self.state.busy_now(channel.dst_w, now)
         slot.pending = slot.unsent = len(channel.paths)
         start_flow, num_bytes, cls = self.network.start_flow, slot.send_bytes, slot.traffic_class
         delivered, sent = self._on_flow_delivered, self._on_flow_sent
@@ -274,8 +293,24 @@ class _Engine:
         slot.pending -= 1
         if slot.pending == 0:
             slot.delivered_s = self.env.now
+            if self._cpu_costs:
+                self._charge_cpu(slot)
             if slot.waiter is not None:  # as Event.succeed(): now, after what is queued
                 self.env.call_in(0.0, slot.waiter)
+
+    def _charge_cpu(self, slot: Slot) -> None:
+        """Add a delivered message's CPU cost to each end's next compute, for the share of its
+        flight that overlapped that end's compute."""
+        now, state, plan = self.env.now, self.state, self.plan
+        flight_s = now - slot.started_s
+        if flight_s <= 0:
+            return
+        channel = slot.channel
+        for w, busy_then, per_byte in ((channel.src_w, slot.src_busy_s, plan.send_cpu_s_per_byte),
+                                       (channel.dst_w, slot.dst_busy_s, plan.recv_cpu_s_per_byte)):
+            overlap_s = state.busy_now(w, now) - busy_then
+            if per_byte and overlap_s > 0:
+                state.cpu_debt_s[w] += per_byte * slot.send_bytes * min(1.0, overlap_s / flight_s)
 
     def _allreduce(self, w: int, dp: int, pp: int) -> Generator[float | Slot, None, None]:
         steps = self.plan.allreduce_step_bytes[pp] if self.plan.allreduce_step_bytes else ()

@@ -5,14 +5,14 @@ lookups that do not depend on the replica happen here, once per pipeline rank: d
 the plan, bytes from the boundary manifest, memory sizes, the partner a receive expects, and the
 channel a message travels on (an index into the rank's channel keys).
 
-An op is (code, chunk, micro-batch, a, b, action):
+An op is (code, chunk, micro-batch, a, b, action), and for messages (..., host seconds):
 
-| code | a | b |
-|---|---|---|
-| `F` | forward seconds | bytes allocated at its start |
-| `B` | backward seconds | bytes freed at its end |
-| `SEND` | channel index | bytes per TP rank |
-| `RECV` | channel index | (expected bytes, bytes allocated at its start, partner action) |
+| code | a | b | host seconds |
+|---|---|---|---|
+| `F` | forward seconds | bytes allocated at its start | |
+| `B` | backward seconds | bytes freed at its end | |
+| `SEND` | channel index | bytes per TP rank | the send's host time (StepPlan) |
+| `RECV` | channel index | (expected bytes, bytes allocated at its start, partner action) | posting its receives |
 
 A channel key is (sending rank, receiving rank, direction) within one replica.
 """
@@ -59,7 +59,9 @@ def compile_rank(plan: StepPlan, pp: int) -> tuple[list[tuple], list[ChannelKey]
                 raise ScheduleError(f"rank {pp}: {action} sends on transition {key} that "
                                     "the boundary manifest does not have")
             channel_index = keys.setdefault((pp, peer, direction), len(keys))
-            ops.append((SEND, c, m, channel_index, plan.send_bytes[key], action))
+            extra = _tensors(plan, key) - 1
+            ops.append((SEND, c, m, channel_index, plan.send_bytes[key], action,
+                        plan.send_overhead_s + extra * plan.send_overhead_per_tensor_s))
         else:
             direction = "forward" if kind is ActionKind.RECV_F else "backward"
             src_chunk = c - 1 if kind is ActionKind.RECV_F else c + 1
@@ -68,6 +70,13 @@ def compile_rank(plan: StepPlan, pp: int) -> tuple[list[tuple], list[ChannelKey]
             alloc = (memory.received_bytes.get(c, 0)
                      if memory and kind is ActionKind.RECV_F else 0)
             channel_index = keys.setdefault((peer, pp, direction), len(keys))
+            extra = _tensors(plan, (direction, src_chunk)) - 1
             ops.append((RECV, c, m, channel_index, (expected, alloc, action.partner()),
-                        action))
+                        action, plan.recv_post_s + extra * plan.recv_post_per_tensor_s
+                        if plan.recv_post_s or plan.recv_post_per_tensor_s else 0.0))
     return ops, list(keys)
+
+
+def _tensors(plan: StepPlan, key: tuple[str, int]) -> int:
+    """Tensors one message of a transition carries (1 when the plan does not say)."""
+    return plan.send_tensors.get(key, 1) if plan.send_tensors is not None else 1

@@ -26,7 +26,8 @@ class Slot:
 
     __slots__ = ("send_w", "send_action", "send_bytes", "posted_s", "traffic_class", "recv_w",
                  "recv_action", "recv_expects", "recv_bytes", "recv_posted_s", "pending",
-                 "unsent", "started_s", "delivered_s", "received_s", "waiter", "channel")
+                 "unsent", "started_s", "delivered_s", "received_s", "waiter", "channel",
+                 "src_busy_s", "dst_busy_s")
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
@@ -51,6 +52,10 @@ class Slot:
         self.received_s = _NAN
         self.waiter: Callback | None = None
         """The receiver's resume callback, while it waits for delivery."""
+        self.src_busy_s = 0.0
+        """The sender's compute seconds so far when its flows started (transfer CPU costs)."""
+        self.dst_busy_s = 0.0
+        """The same for the receiver."""
 
 
 class Channel:
@@ -125,6 +130,11 @@ class EngineState:
         self.comm_wait_s = [0.0] * n
         self.idle_wait_s = [0.0] * n
         self.compute_end_s = [0.0] * n
+        self.compute_start_s = [_NAN] * n
+        """When the compute a rank is in began (NaN between computes; kept only when
+        transfers cost compute time)."""
+        self.cpu_debt_s = [0.0] * n
+        """Compute seconds transfers took from a rank, added to its next compute."""
         self.allreduce_start_s = [_NAN] * n
         self.end_s = [0.0] * n
         self.memory_bytes = [0] * n
@@ -133,6 +143,11 @@ class EngineState:
         self.spans: list[Any] = []
         """ComputeSpan records in completion order."""
         self.num_compute_done = 0
+
+    def busy_now(self, w: int, now: float) -> float:
+        """Rank w's compute seconds up to `now`, the compute it is in included."""
+        start = self.compute_start_s[w]
+        return self.busy_s[w] + (now - start if start == start else 0.0)
 
     def alloc(self, w: int, now: float, num_bytes: int) -> None:
         """Allocate (or, negative, free) bytes on rank w at time `now`."""

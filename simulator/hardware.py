@@ -123,6 +123,19 @@ class MeasuredProfile(_Strict):
     recv_overhead_s: float = Field(default=0.0, ge=0)
     """Host seconds completing a receive holds the receiving rank when its data is already in
     place (a waiting receiver's wake-up is part of the p2p latency)."""
+    send_overhead_per_tensor_s: float = Field(default=0.0, ge=0)
+    """Host seconds each tensor of a message beyond its first adds to the send (a message of k
+    tensors holds the sender send_overhead_s + (k - 1) x this)."""
+    recv_post_s: float = Field(default=0.0, ge=0)
+    """Host seconds posting a one-tensor message's receive takes the receiving rank."""
+    recv_post_per_tensor_s: float = Field(default=0.0, ge=0)
+    """Host seconds each further tensor adds to posting a message's receives."""
+    send_cpu_s_per_byte: float = Field(default=0.0, ge=0)
+    """Compute seconds a sending rank loses per byte it moves while computing: the transfer's
+    host work runs on the cores that compute (measured by `pipesim calibrate`'s traffic-load
+    probe; the engine charges the part of a transfer that overlaps the rank's compute)."""
+    recv_cpu_s_per_byte: float = Field(default=0.0, ge=0)
+    """The same for a receiving rank."""
 
 
 class HardwareSpec(_Strict):

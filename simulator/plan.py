@@ -25,6 +25,7 @@ from typing import Any
 
 from simulator.costs import CostModel
 from simulator.engine import RankMemoryPlan, StepPlan, simulate_plan
+from simulator.step_plan import HOST_COST_FIELDS
 from simulator.errors import ScenarioError
 from simulator.fabric import Fabric, fabric_from_topology, ideal_fabric, symmetric_fabric
 from simulator.hardware import HardwareSpec, load_hardware
@@ -84,6 +85,8 @@ def build_plan(scenario: Scenario, hardware: HardwareSpec, fabric: Fabric, *,
     mode = manifest.comm_mode
     send_bytes = {(hop.direction, hop.src_chunk): hop.num_bytes(mode)
                   for hop in manifest.transitions}
+    send_tensors = {(hop.direction, hop.src_chunk): len(hop.names(mode))
+                    for hop in manifest.transitions}
     report = memory_model(scenario)
     memory = tuple(
         RankMemoryPlan(
@@ -106,16 +109,17 @@ def build_plan(scenario: Scenario, hardware: HardwareSpec, fabric: Fabric, *,
     return StepPlan(
         schedule=schedule, num_replicas=num_replicas, tensor_parallel=par.tensor_parallel,
         forward_s=tuple(c.forward_s for c in costs), backward_s=tuple(c.backward_s for c in costs),
-        send_bytes=send_bytes, allreduce_step_bytes=steps, ring_size=ring_size, memory=memory,
+        send_bytes=send_bytes, send_tensors=send_tensors, allreduce_step_bytes=steps, ring_size=ring_size, memory=memory,
         fabric=fabric, name=scenario.name, record_link_timeline=record_link_timeline,
         **_host_overheads(hardware))
 
 
 def _host_overheads(hardware: HardwareSpec) -> dict[str, float]:
-    """The profile's per-message host overheads as StepPlan fields (zero without a profile)."""
-    names = ("late_receive_overhead_s", "send_overhead_s", "recv_overhead_s")
+    """The profile's per-message host overheads and per-byte compute costs of transfers as
+    StepPlan fields (zero without a profile)."""
     profile = hardware.profile
-    return {name: getattr(profile, name) if profile is not None else 0.0 for name in names}
+    return {name: getattr(profile, name) if profile is not None else 0.0
+            for name in HOST_COST_FIELDS}
 
 
 def _ring_steps(scenario: Scenario, gradient_bytes: int, weight_bytes: int,

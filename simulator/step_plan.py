@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from simulator.fabric import Fabric
 from simulator.schedule_ir import Schedule
 
-__all__ = ["P2P_PROTOCOLS", "RankMemoryPlan", "StepPlan"]
+__all__ = ["P2P_PROTOCOLS", "HOST_COST_FIELDS", "RankMemoryPlan", "StepPlan"]
+
+HOST_COST_FIELDS: tuple[str, ...] = (
+    "late_receive_overhead_s", "send_overhead_s", "recv_overhead_s",
+    "send_overhead_per_tensor_s", "recv_post_s", "recv_post_per_tensor_s",
+    "send_cpu_s_per_byte", "recv_cpu_s_per_byte")
+"""StepPlan fields that a measured profile (MeasuredProfile) fills under the same names."""
 
 P2P_PROTOCOLS: tuple[str, ...] = ("eager", "rendezvous")
 """When a message's flows start: at its send, or once its receive is posted too."""
@@ -66,14 +72,29 @@ class StepPlan:
     recv_overhead_s: float = 0.0
     """Host time a pipeline receive holds its rank when its data was already in place (a
     waiting receiver's wake-up is in the link's measured latency; MeasuredProfile)."""
+    send_overhead_per_tensor_s: float = 0.0
+    """Host time each tensor of a message beyond its first adds to its send."""
+    recv_post_s: float = 0.0
+    """Host time posting a one-tensor message's receive holds the receiving rank (charged at
+    the receive; the tensors of a message: `send_tensors`)."""
+    recv_post_per_tensor_s: float = 0.0
+    """Host time each further tensor adds to posting a message's receives."""
+    send_tensors: dict[tuple[str, int], int] | None = None
+    """(direction, src_chunk) -> tensors one message carries; None: one each."""
+    send_cpu_s_per_byte: float = 0.0
+    """Compute seconds a rank loses per byte it sends while computing (MeasuredProfile): a
+    message of B bytes in flight for T seconds, during t of which its sender computed, makes
+    the sender's next compute B x this x t / T longer."""
+    recv_cpu_s_per_byte: float = 0.0
+    """The same for the receiving rank."""
 
     def __post_init__(self) -> None:
         if self.p2p_protocol not in P2P_PROTOCOLS:
             raise ValueError(f"p2p_protocol = {self.p2p_protocol!r}: use one of "
                              f"{', '.join(P2P_PROTOCOLS)}")
-        for name in ("late_receive_overhead_s", "send_overhead_s", "recv_overhead_s"):
+        for name in HOST_COST_FIELDS:
             if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} = {getattr(self, name)!r}: must be >= 0 seconds")
+                raise ValueError(f"{name} = {getattr(self, name)!r}: must be >= 0")
         for name in ("forward_s", "backward_s"):
             for chunk, seconds in enumerate(getattr(self, name)):
                 if not seconds >= 0:

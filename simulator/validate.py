@@ -252,7 +252,8 @@ def _step_with_run_compute(plan: StepPlan, run: RunnerRun) -> float | None:
         return None
     forward_s, backward_s = measured
     plan = dataclasses.replace(plan, forward_s=forward_s, backward_s=backward_s,
-                               record_link_timeline=False)
+                               record_link_timeline=False, send_cpu_s_per_byte=0.0,
+                               recv_cpu_s_per_byte=0.0)  # the run's compute includes them
     return simulate_plan(plan).step_time_s
 
 

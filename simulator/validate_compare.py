@@ -22,6 +22,7 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from simulator.calibrate import trimmed_mean
 from simulator.ingest.model import MeasuredRun as IngestedRun
 from simulator.results import SimulationResult
 from simulator.trace_schema import MeasuredRun as RunnerRun
@@ -325,15 +326,16 @@ def _measured_compute(run: RunnerRun) -> dict[tuple[int, str, int], list[float]]
 
 def measured_chunk_compute_s(run: RunnerRun, num_chunks: int
                               ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """Per chunk, the run's median forward and backward seconds over measured steps (None
-    when a chunk has no record, e.g. a trace without compute records)."""
+    """Per chunk, the run's forward and backward seconds over measured steps, trimmed means as
+    calibration keeps (simulator.calibrate.trimmed_mean); None when a chunk has no record,
+    e.g. a trace without compute records."""
     spans: dict[tuple[str, int], list[float]] = defaultdict(list)
     for (_, kind, chunk), seconds in _measured_compute(run).items():
         spans[(kind, chunk)] += seconds
     if any(not spans[(kind, c)] for kind in "FB" for c in range(num_chunks)):
         return None
-    return (tuple(statistics.median(spans[("F", c)]) for c in range(num_chunks)),
-            tuple(statistics.median(spans[("B", c)]) for c in range(num_chunks)))
+    return (tuple(trimmed_mean(spans[("F", c)]) for c in range(num_chunks)),
+            tuple(trimmed_mean(spans[("B", c)]) for c in range(num_chunks)))
 
 
 def compare_runner_step_time(result: SimulationResult, run: RunnerRun) -> StepTime:

@@ -1,0 +1,187 @@
+"""Calibration's traffic-load probe: how much a transfer in flight slows the compute beside it.
+
+On a host whose ranks compute on every core, moving bytes is not free for the compute: the
+kernel's TCP and queueing work, the communication library's threads and their wake-ups run on
+the same cores (a GPU's analogue is the SMs a NCCL kernel takes). The point-to-point sweep times
+the link with the ranks idle, and the compute pieces are timed with the link idle, so neither
+shows it; on the 2-vCPU validation host under a 200 Mbit/s token bucket, compute ran 20-34%
+slower in runs whose link was busy (docs/accuracy-report.md).
+
+The probe, ranks 0 -> 1, in rounds that alternate idle and loaded (so a slow spell of a shared
+host weighs on both alike), each after a barrier: both ranks time the runner's attention
+sublayer forward and backward, `calls` times in a row (their window). In a loaded round rank 0
+first posts a stream of messages to rank 1 sized to outlast the window at the link's swept
+bandwidth, and rank 1 has posted the receives. The bytes moved during a rank's window are its
+length times the rate rank 1's completions show over rank 1's window (linearly interpolated; a
+sender's completions run ahead of the link while socket buffers fill). Each rank reports, as
+medians of rounds: its window idle, its window loaded, and those bytes. Their ratio is seconds of
+compute lost per byte moved by a sender (rank 0) or receiver (rank 1):
+StepPlan.send_cpu_s_per_byte / recv_cpu_s_per_byte, which the engine charges for the part of
+each transfer that overlaps its ranks' compute.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+
+from real_runner.calibration_p2p import sublayer_work
+from real_runner.p2p import Links, Receipt
+from simulator.calibrate import CalibrationPlan, P2PSweep, TrafficLoadProbe, fit_sweep
+
+__all__ = ["measure_traffic_load", "WINDOW_S", "STREAM_MARGIN"]
+
+WINDOW_S = 0.04
+"""About how long each rank computes per round."""
+STREAM_MARGIN = 3.0
+"""The stream carries this many windows' worth of bytes at the swept bandwidth."""
+MAX_STREAM_BYTES = 256 << 20
+"""Cap on one round's stream (a fast loopback moves gigabytes per second)."""
+NUM_MESSAGES = 16
+"""Messages per stream (completion times every 1/16 of it)."""
+
+
+def measure_traffic_load(rank: int, links: Links, device: torch.device, plan: CalibrationPlan,
+                         sweeps: list[P2PSweep]) -> TrafficLoadProbe | None:
+    """Compute slowdown under a stream 0 -> 1 (collective: every rank calls it).
+
+    Returns the probe on ranks 0 (sender) and 1 (receiver), None elsewhere and everywhere with
+    0 rounds or a single process.
+    """
+    if plan.traffic_rounds == 0 or plan.nproc < 2:
+        return None
+    work = sublayer_work(plan.shapes[0], device)
+    for _ in range(max(plan.num_warmup, 1)):
+        work()
+    started = time.perf_counter()
+    work()
+    calls = max(4, math.ceil(WINDOW_S / max(time.perf_counter() - started, 1e-6)))
+    # Everyone agrees on the window's length and the stream's size: rank 0's.
+    agreed = torch.tensor([float(calls), float(_stream_bytes(rank, sweeps))])
+    dist.broadcast(agreed, src=0)
+    calls, stream_bytes = int(agreed[0]), int(agreed[1])
+    message_elems = max(1, stream_bytes // NUM_MESSAGES // 4)
+    idle, loaded, moved = [], [], []
+    for round_index in range(2 * plan.traffic_rounds):
+        busy = round_index % 2 == 1
+        dist.barrier()
+        if rank > 1:
+            continue
+        if not busy:
+            start, end = _window(work, calls)
+            idle.append(end - start)
+            continue
+        tracker = _Stream(rank, links, device, message_elems)
+        start, end = _window(work, calls)
+        tracker.finish()
+        loaded.append(end - start)
+        moved.append(_link_rate(rank, links, device, tracker, start, end) * (end - start))
+    dist.barrier()
+    if rank > 1:
+        return None
+    return TrafficLoadProbe(
+        src_rank=0, dst_rank=1, role="send" if rank == 0 else "recv", calls=calls,
+        idle_s=statistics.median(idle), loaded_s=statistics.median(loaded),
+        bytes_moved=statistics.median(moved), num_rounds=plan.traffic_rounds)
+
+
+def _stream_bytes(rank: int, sweeps: list[P2PSweep]) -> int:
+    """Rank 0 (which swept 0 -> 1): bytes lasting STREAM_MARGIN windows at that bandwidth."""
+    sweep = next((s for s in sweeps if (s.src_rank, s.dst_rank) == (0, 1)), None)
+    if rank != 0 or sweep is None:
+        return 0
+    bandwidth = fit_sweep(sweep).bandwidth_bytes_per_s
+    return int(min(MAX_STREAM_BYTES, max(NUM_MESSAGES * 4, STREAM_MARGIN * WINDOW_S * bandwidth)))
+
+
+def _link_rate(rank: int, links: Links, device: torch.device, stream: _Stream, start_s: float,
+               end_s: float) -> float:
+    """Bytes per second the link delivered during the receiver's window, known to both ends.
+
+    A send completes once its bytes are in the socket's buffer, so the sender's completions
+    run ahead of the link at first; the receiver's show what the link carried.
+    """
+    rate = torch.zeros(1, dtype=torch.float64, device=device)
+    if rank == 1:
+        rate[0] = stream.bytes_between(start_s, end_s) / max(end_s - start_s, 1e-9)
+        links.isend(0, [rate], lambda _end_s: None)
+        links.drain()
+    else:
+        links.recv(1, [rate])
+    return float(rate[0])
+
+
+def _window(work: Callable[[], None], calls: int) -> tuple[float, float]:
+    """Run `work` `calls` times; (start, end) perf_counter seconds."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        work()
+    return start, time.perf_counter()
+
+
+class _Stream:
+    """One round's stream on its rank: rank 0 sends NUM_MESSAGES messages, rank 1 receives
+    them and records when each completes."""
+
+    def __init__(self, rank: int, links: Links, device: torch.device, elems: int) -> None:
+        self.message_bytes = elems * 4
+        self.posted_s = time.perf_counter()
+        self.done_s: list[float] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._links = links
+        buffers = [torch.ones(elems, dtype=torch.float32, device=device)
+                   for _ in range(NUM_MESSAGES)]
+        if rank == 0:
+            self._send = True
+            for tensor in buffers:
+                links.isend(1, [tensor], lambda _end_s: None)
+        else:
+            self._send = False
+            receipts = [links.post_recv(0, [tensor]) for tensor in buffers]
+            self._thread = threading.Thread(target=self._wait_all, args=(receipts,),
+                                            name="traffic-probe", daemon=True)
+            self._thread.start()
+        self._buffers = buffers
+
+    def _completed(self, end_s: float) -> None:
+        with self._lock:
+            self.done_s.append(end_s)
+
+    def _wait_all(self, receipts: list[Receipt]) -> None:
+        for receipt in receipts:
+            self._links.wait_recv(0, receipt)
+            self._completed(time.perf_counter())
+
+    def finish(self) -> None:
+        """Wait for the whole stream (untimed)."""
+        if self._send:
+            self._links.drain()
+        else:
+            assert self._thread is not None
+            self._thread.join()
+
+    def bytes_between(self, start_s: float, end_s: float) -> float:
+        """Bytes this side completed between two times (linear between completions; the
+        receiver's)."""
+        times = [self.posted_s, *sorted(self.done_s)]
+        return self.message_bytes * (_completed_at(times, end_s) - _completed_at(times, start_s))
+
+
+def _completed_at(times: list[float], t: float) -> float:
+    """Messages completed by time t, interpolated: times[0] is the post, times[k] the k-th
+    completion."""
+    k = bisect.bisect_right(times, t)
+    if k == 0:
+        return 0.0
+    if k == len(times):
+        return float(len(times) - 1)
+    before, after = times[k - 1], times[k]
+    return (k - 1) + (t - before) / max(after - before, 1e-12)
