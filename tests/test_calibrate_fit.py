@@ -1,4 +1,5 @@
-"""The torch-free half of calibration: alpha-beta fit, one-way times, shapes, message sizes."""
+"""The torch-free half of calibration: alpha-beta fit, one-way times, shapes, message sizes,
+the estimators of compute time and per-tensor and per-byte host costs."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import random
 import pytest
 
 from simulator.calibrate import (
-    CalibrationError, CalibrationPlan, P2PSweep, default_message_sizes, fit_alpha_beta,
-    fit_sweep, shapes_for,
+    CalibrationError, CalibrationPlan, P2PSweep, TrafficLoadProbe, default_message_sizes,
+    fit_alpha_beta, fit_sweep, per_tensor_s, shapes_for, trimmed_mean,
 )
 from simulator.manifest import build_manifest
 from simulator.scenario import load_scenario
@@ -105,3 +106,27 @@ def test_a_zero_latency_fit_still_makes_a_valid_topology():
     calibration = Calibration(hardware, ActivationProfile(device="x"))
     graph = load_topology(calibration.topology(2))
     assert graph.number_of_nodes() == 4
+
+
+def test_the_trimmed_mean_keeps_the_tail_but_not_a_stall():
+    """20 samples: 5% off each end drops exactly the fastest and the slowest."""
+    samples = [1.0] * 14 + [1.3] * 4 + [0.5, 50.0]
+    assert trimmed_mean(samples) == pytest.approx((14 * 1.0 + 4 * 1.3) / 18)
+    assert trimmed_mean([2.0]) == 2.0
+    with pytest.raises(CalibrationError, match="no samples"):
+        trimmed_mean([])
+
+
+def test_per_tensor_cost_is_the_slope_between_the_counts():
+    assert per_tensor_s([1, 8], [1e-4, 8e-4]) == pytest.approx(1e-4)
+    assert per_tensor_s([1, 8], [2e-4, 1e-4]) == 0.0  # never negative
+    assert per_tensor_s([], []) == 0.0 and per_tensor_s([4], [1e-3]) == 0.0
+
+
+def test_the_traffic_cost_is_the_slowdown_per_byte_moved():
+    probe = TrafficLoadProbe(src_rank=0, dst_rank=1, role="send", calls=8, idle_s=0.04,
+                             loaded_s=0.06, bytes_moved=1e6, num_rounds=4)
+    assert probe.cpu_s_per_byte == pytest.approx(2e-8)
+    faster = probe.model_copy(update={"loaded_s": 0.03})
+    assert faster.cpu_s_per_byte == 0.0  # a faster loaded window is noise, not a gain
+    assert probe.model_copy(update={"bytes_moved": 0.0}).cpu_s_per_byte == 0.0

@@ -26,7 +26,8 @@ def calibrated(tmp_path_factory):
     plan = CalibrationPlan.for_scenarios([load_scenario(SCENARIO)], 2,
                                          message_sizes_bytes=[1024, 16 << 20],
                                          num_repeats=5, num_warmup=1, max_seconds_per_point=0.2,
-                                         min_compute_seconds=0.2, late_receive_rounds=4)
+                                         min_compute_seconds=0.2, late_receive_rounds=4,
+                                         traffic_rounds=3)
     return run_calibration(plan, out), out
 
 
@@ -97,3 +98,39 @@ def test_the_sweep_times_posted_receives_and_the_host_overheads(calibrated):
         statistics.median([statistics.median(s["send_call_s"]) for s in sweeps]))
     assert profile.recv_overhead_s == pytest.approx(
         statistics.median([s["recv_in_place_s"] for s in sweeps]))
+
+
+def test_the_sweep_times_send_calls_and_postings_per_tensor(calibrated):
+    """Send calls and receive postings are timed for 1 and 8 tensors per message; the profile
+    keeps the one-tensor posting and the slopes, medians over the two directions."""
+    import statistics
+
+    from simulator.calibrate import per_tensor_s
+
+    sweeps = calibrated[0].record["p2p"]
+    for sweep in sweeps:
+        assert sweep["tensor_counts"] == [1, 8]
+        assert all(t > 0 for t in sweep["send_calls_by_count_s"] + sweep["post_calls_by_count_s"])
+    profile = calibrated[0].profile
+    assert profile.recv_post_s == pytest.approx(
+        statistics.median([s["post_calls_by_count_s"][0] for s in sweeps]))
+    assert profile.send_overhead_per_tensor_s == pytest.approx(statistics.median(
+        [per_tensor_s(s["tensor_counts"], s["send_calls_by_count_s"]) for s in sweeps]))
+    assert profile.recv_post_per_tensor_s == pytest.approx(statistics.median(
+        [per_tensor_s(s["tensor_counts"], s["post_calls_by_count_s"]) for s in sweeps]))
+
+
+def test_the_traffic_probe_times_both_ends_idle_and_loaded(calibrated):
+    """Rank 0 (sender) and rank 1 (receiver) each report their window idle and loaded and the
+    bytes the link moved meanwhile; the profile's per-byte costs are their ratios."""
+    from simulator.calibrate import TrafficLoadProbe
+
+    probes = [TrafficLoadProbe(**p) for p in calibrated[0].record["traffic_load"]]
+    assert sorted(p.role for p in probes) == ["recv", "send"]
+    for probe in probes:
+        assert probe.num_rounds == 3 and probe.calls >= 4
+        assert probe.idle_s > 0 and probe.loaded_s > 0 and probe.bytes_moved > 0
+    profile = calibrated[0].profile
+    by_role = {p.role: p.cpu_s_per_byte for p in probes}
+    assert profile.send_cpu_s_per_byte == pytest.approx(by_role["send"])
+    assert profile.recv_cpu_s_per_byte == pytest.approx(by_role["recv"])

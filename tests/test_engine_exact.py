@@ -186,3 +186,44 @@ def test_host_overheads_hold_the_sender_and_a_receiver_whose_data_is_in_place(
     assert result.step_time_s == pytest.approx(step_s, rel=1e-12)
     with pytest.raises(ValueError, match=r"send_overhead_s = -1.0: must be >= 0"):
         replace(plan, send_overhead_s=-1.0)
+
+
+@pytest.mark.parametrize(("send_cpu", "recv_cpu", "step_s"),
+                         [(0.0, 0.0, 7.6), (0.25, 0.0, 7.85), (0.0, 0.1, 7.8),
+                          (0.25, 0.1, 8.05)])
+def test_a_transfer_slows_the_compute_it_overlaps(send_cpu: float, recv_cpu: float,
+                                                  step_s: float) -> None:
+    """The GPipe step above (7.6 s), one byte per message, s / r seconds per byte at the
+    sender / receiver, charged to an end's next compute for the share of the flight that
+    overlapped its compute.
+
+    Micro-batch 0's activation flies 1-1.5 while rank 0 computes F(0,1): rank 0 owes s (charged
+    at 1.5, mid-compute), paid by B(0,0). Micro-batch 1's flies 2-2.5 with rank 0 idle but rank
+    1 in F(1,0): rank 1 owes r, paid by F(1,1), which shifts rank 1 by r. The first gradient
+    flies while rank 1 computes B(1,1), its last compute (never paid), and rank 0 waits (free);
+    the second flies while rank 0 computes B(0,0): r more for B(0,1). Step 7.6 + s + 2r."""
+    fabric = ideal_fabric(1, 2, bandwidth_bytes_per_s=2.0)
+    plan = StepPlan(build_schedule("gpipe", 2, 1, 2), 1, 1, (1.0, 1.2), (1.1, 1.0),
+                    _all_hops(2, 1), fabric=fabric, send_cpu_s_per_byte=send_cpu,
+                    recv_cpu_s_per_byte=recv_cpu)
+    result = simulate_plan(plan)
+    assert result.step_time_s == pytest.approx(step_s, rel=1e-12)
+    with pytest.raises(ValueError, match=r"recv_cpu_s_per_byte = -1.0: must be >= 0"):
+        replace(plan, recv_cpu_s_per_byte=-1.0)
+
+
+def test_message_tensors_add_to_the_send_and_to_posting_the_receives() -> None:
+    """The GPipe step above with three tensors per message. 0.125 s per extra tensor at the
+    send is the 0.25 s send overhead case (7.8 s). Posting: 0.05 s + 2 x 0.025 s = 0.1 s held
+    at each receive before it waits: rank 1 0-0.1 (then waits to 1.5), and at 2.7 (F(1,1)
+    2.8-4.0, gradients there at 5.5 and 6.5); rank 0 2-2.1 and at 6.6 (B(0,0) 5.5-6.6, B(0,1)
+    6.7-7.8): 7.8 s."""
+    fabric = ideal_fabric(1, 2, bandwidth_bytes_per_s=2.0)
+    hops = _all_hops(2, 1)
+    base = StepPlan(build_schedule("gpipe", 2, 1, 2), 1, 1, (1.0, 1.2), (1.1, 1.0), hops,
+                    fabric=fabric, send_tensors=dict.fromkeys(hops, 3))
+    assert simulate_plan(base).step_time_s == pytest.approx(7.6, rel=1e-12)
+    sends = replace(base, send_overhead_per_tensor_s=0.125)
+    assert simulate_plan(sends).step_time_s == pytest.approx(7.8, rel=1e-12)
+    posts = replace(base, recv_post_s=0.05, recv_post_per_tensor_s=0.025)
+    assert simulate_plan(posts).step_time_s == pytest.approx(7.8, rel=1e-12)

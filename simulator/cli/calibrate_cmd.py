@@ -126,6 +126,19 @@ def _print(console: Console, calibration: Calibration, out: Path) -> None:
     console.print(f"Host overhead per message: {format_seconds(profile.send_overhead_s)} per "
                   f"send call, {format_seconds(profile.recv_overhead_s)} to complete a receive "
                   "whose data is in place")
+    console.print(f"Host overhead per further tensor of a message: "
+                  f"{format_seconds(profile.send_overhead_per_tensor_s)} at the send; posting "
+                  f"a message's receives: {format_seconds(profile.recv_post_s)} + "
+                  f"{format_seconds(profile.recv_post_per_tensor_s)} per further tensor")
+    for probe in calibration.record.get("traffic_load", []):
+        slowdown = 100 * (probe["loaded_s"] / probe["idle_s"] - 1) if probe["idle_s"] else 0.0
+        console.print(f"Traffic load ({probe['role']} end of {probe['src_rank']}->"
+                      f"{probe['dst_rank']}): compute {slowdown:+.0f}% while the link moved "
+                      f"{format_bytes(probe['bytes_moved'])} in "
+                      f"{format_seconds(probe['loaded_s'])}")
+    console.print(f"Compute lost per MB in flight: "
+                  f"{format_seconds(1e6 * profile.send_cpu_s_per_byte)} at the sender, "
+                  f"{format_seconds(1e6 * profile.recv_cpu_s_per_byte)} at the receiver")
     for probe in calibration.record.get("late_receive", []):
         console.print(f"Late receive {probe['src_rank']}->{probe['dst_rank']} "
                       f"({format_bytes(probe['num_bytes'])}): "
