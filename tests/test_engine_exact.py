@@ -164,6 +164,14 @@ def test_late_receive_overhead_delays_only_receives_posted_after_their_send() ->
         replace(plan, late_receive_overhead_s=-1.0)
 
 
+def _gpipe_half_second_hops(**fields: object) -> StepPlan:
+    """Eager GPipe, P = 2, M = 2, t_f = (1, 1.2) s, t_b = (1.1, 1) s, one byte per message at
+    2 bytes/s (0.5 s per transfer): the 7.6 s step worked by hand below."""
+    return StepPlan(build_schedule("gpipe", 2, 1, 2), 1, 1, (1.0, 1.2), (1.1, 1.0),
+                    _all_hops(2, 1), fabric=ideal_fabric(1, 2, bandwidth_bytes_per_s=2.0),
+                    **fields)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(("send_overhead_s", "recv_overhead_s", "step_s"),
                          [(0.0, 0.0, 7.6), (0.0, 0.1, 7.8), (0.25, 0.0, 7.8)])
 def test_host_overheads_hold_the_sender_and_a_receiver_whose_data_is_in_place(
@@ -178,10 +186,8 @@ def test_host_overheads_hold_the_sender_and_a_receiver_whose_data_is_in_place(
     o_send = 0.25 s: rank 0 holds 1-1.25 after its first send, so micro-batch 1 is sent at
     2.25 and there at 2.75 (rank 1 waits from 2.7): F(1,1) 2.75-3.95, B(1,0) 3.95-4.95, held
     to 5.2, B(1,1) 5.2-6.2, gradient there at 6.7; B(0,0) 5.45-6.55, B(0,1) 6.7-7.8."""
-    fabric = ideal_fabric(1, 2, bandwidth_bytes_per_s=2.0)
-    plan = StepPlan(build_schedule("gpipe", 2, 1, 2), 1, 1, (1.0, 1.2), (1.1, 1.0),
-                    _all_hops(2, 1), fabric=fabric, send_overhead_s=send_overhead_s,
-                    recv_overhead_s=recv_overhead_s)
+    plan = _gpipe_half_second_hops(send_overhead_s=send_overhead_s,
+                                   recv_overhead_s=recv_overhead_s)
     result = simulate_plan(plan)
     assert result.step_time_s == pytest.approx(step_s, rel=1e-12)
     with pytest.raises(ValueError, match=r"send_overhead_s = -1.0: must be >= 0"):
@@ -202,10 +208,7 @@ def test_a_transfer_slows_the_compute_it_overlaps(send_cpu: float, recv_cpu: flo
     1 in F(1,0): rank 1 owes r, paid by F(1,1), which shifts rank 1 by r. The first gradient
     flies while rank 1 computes B(1,1), its last compute (never paid), and rank 0 waits (free);
     the second flies while rank 0 computes B(0,0): r more for B(0,1). Step 7.6 + s + 2r."""
-    fabric = ideal_fabric(1, 2, bandwidth_bytes_per_s=2.0)
-    plan = StepPlan(build_schedule("gpipe", 2, 1, 2), 1, 1, (1.0, 1.2), (1.1, 1.0),
-                    _all_hops(2, 1), fabric=fabric, send_cpu_s_per_byte=send_cpu,
-                    recv_cpu_s_per_byte=recv_cpu)
+    plan = _gpipe_half_second_hops(send_cpu_s_per_byte=send_cpu, recv_cpu_s_per_byte=recv_cpu)
     result = simulate_plan(plan)
     assert result.step_time_s == pytest.approx(step_s, rel=1e-12)
     with pytest.raises(ValueError, match=r"recv_cpu_s_per_byte = -1.0: must be >= 0"):
@@ -218,10 +221,7 @@ def test_message_tensors_add_to_the_send_and_to_posting_the_receives() -> None:
     at each receive before it waits: rank 1 0-0.1 (then waits to 1.5), and at 2.7 (F(1,1)
     2.8-4.0, gradients there at 5.5 and 6.5); rank 0 2-2.1 and at 6.6 (B(0,0) 5.5-6.6, B(0,1)
     6.7-7.8): 7.8 s."""
-    fabric = ideal_fabric(1, 2, bandwidth_bytes_per_s=2.0)
-    hops = _all_hops(2, 1)
-    base = StepPlan(build_schedule("gpipe", 2, 1, 2), 1, 1, (1.0, 1.2), (1.1, 1.0), hops,
-                    fabric=fabric, send_tensors=dict.fromkeys(hops, 3))
+    base = _gpipe_half_second_hops(send_tensors=dict.fromkeys(_all_hops(2, 1), 3))
     assert simulate_plan(base).step_time_s == pytest.approx(7.6, rel=1e-12)
     sends = replace(base, send_overhead_per_tensor_s=0.125)
     assert simulate_plan(sends).step_time_s == pytest.approx(7.8, rel=1e-12)
