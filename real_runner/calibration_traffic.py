@@ -64,7 +64,8 @@ def measure_traffic_load(rank: int, links: Links, device: torch.device, plan: Ca
     work()
     calls = max(4, math.ceil(WINDOW_S / max(time.perf_counter() - started, 1e-6)))
     # Everyone agrees on the window's length and the stream's size: rank 0's.
-    agreed = torch.tensor([float(calls), float(_stream_bytes(rank, sweeps))])
+    agreed = torch.tensor([float(calls), float(_stream_bytes(rank, sweeps))],
+                          dtype=torch.float64, device=device)  # NCCL broadcasts device tensors
     dist.broadcast(agreed, src=0)
     calls, stream_bytes = int(agreed[0]), int(agreed[1])
     message_elems = max(1, stream_bytes // NUM_MESSAGES // 4)
@@ -78,11 +79,11 @@ def measure_traffic_load(rank: int, links: Links, device: torch.device, plan: Ca
             start, end = _window(work, calls)
             idle.append(end - start)
             continue
-        tracker = _Stream(rank, links, device, message_elems)
+        stream = _Stream(rank, links, device, message_elems)
         start, end = _window(work, calls)
-        tracker.finish()
+        stream.finish()
         loaded.append(end - start)
-        moved.append(_link_rate(rank, links, device, tracker, start, end) * (end - start))
+        moved.append(_link_rate(rank, links, device, stream, start, end) * (end - start))
     dist.barrier()
     if rank > 1:
         return None
