@@ -11,8 +11,10 @@ call and the round trip until a one-element ack comes back. Per size the sweep k
   eager protocol charges as latency_s + bytes / bandwidth_bytes_per_s;
 - the send call's duration: host time the send holds the sender (StepPlan.send_overhead_s).
 
-Then, at the sweep's middle size, how long completing a receive takes when its data is already
-in place (the receiver sleeps RECEIVER_DELAY_S first): StepPlan.recv_overhead_s. Last, the send
+Then, at the sweep's smallest size, how long completing a receive takes when its data is already
+in place (the receiver sleeps RECEIVER_DELAY_S first): StepPlan.recv_overhead_s. The smallest
+size arrives well within that sleep on any link; a larger one may not on a slow link (1 MiB
+takes 85 ms at 100 Mbit/s), and the probe would then time the transfer instead. Last, the send
 call and the posting of its receives for messages of 1 and 8 small tensors: the host time each
 further tensor of a message costs (StepPlan.send_overhead_per_tensor_s, recv_post_per_tensor_s).
 simulator/calibrate.py says why the lower quartile and the fastest of several passes are kept.
@@ -117,8 +119,7 @@ def measure_p2p(rank: int, world_size: int, links: Links, device: torch.device,
                 passes = [[_round_trips(sending, peer, size, links, device, plan)
                            for size in [ACK_BYTES, *sizes]]
                           for _ in range(plan.num_sweep_passes)]
-                in_place = _in_place_receive(sending, peer, sizes[len(sizes) // 2], links,
-                                             device, plan)
+                in_place = _in_place_receive(sending, peer, sizes[0], links, device, plan)
                 calls = _call_costs(sending, peer, links, device, plan)
             if sending:
                 best = [min(per_size, key=lambda r: r[0]) for per_size in zip(*passes)]
