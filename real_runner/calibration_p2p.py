@@ -277,9 +277,8 @@ def _call_costs(sender: bool, peer: int, links: Links, device: torch.device,
     posts and times its receives, the sender waits SENDER_DELAY_S and times its send; the
     receiver's medians come back in the last ack. Returns ([], []) on the receiver."""
     rounds = max(3, plan.num_repeats)
-    ack = torch.zeros(2 * len(CALL_TENSOR_COUNTS), dtype=torch.float64, device=device)
-    sends: list[float] = []
-    posts: list[list[float]] = []
+    ack = torch.zeros(len(CALL_TENSOR_COUNTS), dtype=torch.float64, device=device)
+    medians: list[float] = []  # this side's: send calls (sender) or postings (receiver)
     for count in CALL_TENSOR_COUNTS:
         tensors = [torch.ones(1, dtype=torch.float32, device=device) for _ in range(count)]
         timed: list[float] = []
@@ -299,15 +298,11 @@ def _call_costs(sender: bool, peer: int, links: Links, device: torch.device,
                 links.wait_recv(peer, receipt)
                 links.isend(peer, [ack], lambda _end_s: None)
                 links.drain()
-        kept = statistics.median(timed[plan.num_warmup:])
-        if sender:
-            sends.append(kept)
-        else:
-            posts.append([kept])
+        medians.append(statistics.median(timed[plan.num_warmup:]))
     if sender:  # one more round trip brings the receiver's medians
         links.recv(peer, [ack])
-        return sends, [float(x) for x in ack[:len(CALL_TENSOR_COUNTS)]]
-    ack[:len(CALL_TENSOR_COUNTS)] = torch.tensor([p[0] for p in posts], dtype=torch.float64)
+        return medians, [float(x) for x in ack]
+    ack.copy_(torch.tensor(medians, dtype=torch.float64))
     links.isend(peer, [ack], lambda _end_s: None)
     links.drain()
     return [], []

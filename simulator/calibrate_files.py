@@ -138,25 +138,21 @@ def build_calibration(plan: CalibrationPlan, ranks: list[RankMeasurements], *,
                                  latency_s=fit.latency_s,
                                  bandwidth_bytes_per_s=fit.bandwidth_bytes_per_s))
     probes = [probe for r in ranks for probe in r.late_receive]
-    late_overhead_s = median_across_ranks([p.overhead_s for p in probes]) if probes else 0.0
     sweeps = [sweep for r in ranks for sweep in r.p2p]
-    send_calls = [statistics.median(s.send_call_s) for s in sweeps if s.send_call_s]
     counted = [s for s in sweeps if s.post_calls_by_count_s]
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     profile = MeasuredProfile(
         device=device, created_by=f"{created_by} ({stamp})", sublayers=sublayers,
-        aggregation=aggregation, p2p=p2p, late_receive_overhead_s=late_overhead_s,
-        send_overhead_s=median_across_ranks(send_calls) if send_calls else 0.0,
-        recv_overhead_s=(median_across_ranks([s.recv_in_place_s for s in sweeps])
-                         if sweeps else 0.0),
-        send_overhead_per_tensor_s=median_across_ranks(
-            [per_tensor_s(s.tensor_counts, s.send_calls_by_count_s) for s in counted])
-        if counted else 0.0,
-        recv_post_s=median_across_ranks([s.post_calls_by_count_s[0] for s in counted])
-        if counted else 0.0,
-        recv_post_per_tensor_s=median_across_ranks(
-            [per_tensor_s(s.tensor_counts, s.post_calls_by_count_s) for s in counted])
-        if counted else 0.0,
+        aggregation=aggregation, p2p=p2p,
+        late_receive_overhead_s=_median_or_zero([p.overhead_s for p in probes]),
+        send_overhead_s=_median_or_zero(
+            [statistics.median(s.send_call_s) for s in sweeps if s.send_call_s]),
+        recv_overhead_s=_median_or_zero([s.recv_in_place_s for s in sweeps]),
+        send_overhead_per_tensor_s=_median_or_zero(
+            [per_tensor_s(s.tensor_counts, s.send_calls_by_count_s) for s in counted]),
+        recv_post_s=_median_or_zero([s.post_calls_by_count_s[0] for s in counted]),
+        recv_post_per_tensor_s=_median_or_zero(
+            [per_tensor_s(s.tensor_counts, s.post_calls_by_count_s) for s in counted]),
         **_traffic_costs(ranks))
     hardware = _hardware(plan, ranks, profile, fits, stamp)
     record = {
@@ -176,12 +172,16 @@ def build_calibration(plan: CalibrationPlan, ranks: list[RankMeasurements], *,
     return Calibration(hardware, activation_profile, fits, record)
 
 
+def _median_or_zero(values: list[float]) -> float:
+    """The median over ranks of a measurement, 0 where no rank made it (e.g. one process)."""
+    return median_across_ranks(values) if values else 0.0
+
+
 def _traffic_costs(ranks: list[RankMeasurements]) -> dict[str, float]:
     """send_cpu_s_per_byte and recv_cpu_s_per_byte from the traffic-load probes (0 without)."""
     probes = [p for r in ranks for p in r.traffic_load]
-    return {f"{role}_cpu_s_per_byte": median_across_ranks([p.cpu_s_per_byte for p in probes
-                                                           if p.role == role])
-            if any(p.role == role for p in probes) else 0.0
+    return {f"{role}_cpu_s_per_byte": _median_or_zero([p.cpu_s_per_byte for p in probes
+                                                       if p.role == role])
             for role in ("send", "recv")}
 
 

@@ -72,8 +72,7 @@ def compile_rank(plan: StepPlan, pp: int) -> tuple[list[tuple], list[ChannelKey]
             channel_index = keys.setdefault((peer, pp, direction), len(keys))
             extra = _tensors(plan, (direction, src_chunk)) - 1
             ops.append((RECV, c, m, channel_index, (expected, alloc, action.partner()),
-                        action, plan.recv_post_s + extra * plan.recv_post_per_tensor_s
-                        if plan.recv_post_s or plan.recv_post_per_tensor_s else 0.0))
+                        action, plan.recv_post_s + extra * plan.recv_post_per_tensor_s))
     return ops, list(keys)
 
 
