@@ -42,6 +42,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from simulator.errors import UserError
+from simulator.hardware import ModelShape
 from simulator.scenario import Scenario
 
 __all__ = [
@@ -79,15 +80,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class CalibrationShape(_Strict):
+class CalibrationShape(ModelShape):
     """One model shape to time: the keys the cost model matches measured timings on."""
 
-    hidden_size: int = Field(ge=1)
-    num_heads: int = Field(ge=1)
-    ffn_hidden_size: int = Field(ge=1)
-    vocab_size: int = Field(ge=1)
-    seq_len: int = Field(ge=1)
-    micro_batch_size: int = Field(ge=1)
     dtype: Literal["bf16", "fp16", "fp32"]
     mlp: Literal["swiglu", "gelu"]
     max_sources: int = Field(ge=0)

@@ -28,6 +28,7 @@ from simulator.errors import UserError
 
 __all__ = [
     "HardwareError",
+    "ModelShape",
     "SublayerTiming",
     "AggregationTiming",
     "P2PTiming",
@@ -56,17 +57,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
-class SublayerTiming(_Strict):
-    """Measured seconds of one sublayer kind at one shape, per GPU (one TP rank)."""
+class ModelShape(_Strict):
+    """The model dimensions a sublayer timing is measured at (and calibration times at)."""
 
-    kind: Literal["attention", "mlp", "embedding", "head"]
-    """attention/mlp sublayer, or the embedding (chunk 0) / final norm + LM head + loss."""
     hidden_size: int = Field(ge=1)
     num_heads: int = Field(ge=1)
     ffn_hidden_size: int = Field(ge=1)
     vocab_size: int = Field(ge=1)
     seq_len: int = Field(ge=1)
     micro_batch_size: int = Field(ge=1)
+
+
+class SublayerTiming(ModelShape):
+    """Measured seconds of one sublayer kind at one shape, per GPU (one TP rank)."""
+
+    kind: Literal["attention", "mlp", "embedding", "head"]
+    """attention/mlp sublayer, or the embedding (chunk 0) / final norm + LM head + loss."""
     tensor_parallel: int = Field(default=1, ge=1)
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
     forward_s: float = Field(gt=0)
