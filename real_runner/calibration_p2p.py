@@ -9,14 +9,19 @@ call and the round trip until a one-element ack comes back. Per size the sweep k
 - the one-way time, send call to data in place at a waiting receiver: the round trip less half
   the round trip of a 4-byte message (no clock is shared between ranks), what the simulator's
   eager protocol charges as latency_s + bytes / bandwidth_bytes_per_s;
-- the send call's duration: host time the send holds the sender (StepPlan.send_overhead_s).
+- the send call's duration: host time the send holds the sender (StepPlan.send_overhead_s,
+  unless the busy probe below ran).
 
 Then, at the sweep's smallest size, how long completing a receive takes when its data is already
 in place (the receiver sleeps RECEIVER_DELAY_S first): StepPlan.recv_overhead_s. The smallest
 size arrives well within that sleep on any link; a larger one may not on a slow link (1 MiB
-takes 85 ms at 100 Mbit/s), and the probe would then time the transfer instead. Last, the send
+takes 85 ms at 100 Mbit/s), and the probe would then time the transfer instead. Then the send
 call and the posting of its receives for messages of 1 and 8 small tensors: the host time each
 further tensor of a message costs (StepPlan.send_overhead_per_tensor_s, recv_post_per_tensor_s).
+Last, the send call again at a small and a large size while both ranks compute, as pipeline
+ranks do between their sends: the call writes the message into the kernel's socket, and with
+both cores computing that takes longer per byte than with an idle receiver (unshaped loopback
+here: 0.6-0.9 ns per byte against 0.4; StepPlan.send_s_per_byte, from the two sizes' slope).
 simulator/calibrate.py says why the lower quartile and the fastest of several passes are kept.
 """
 
@@ -49,6 +54,9 @@ ACK_BYTES = 4
 """Size of the ping whose half round trip is the ack's share of every round trip."""
 CALL_TENSOR_COUNTS = (1, 8)
 """Tensors per message at which the send call and the receives' posting are timed."""
+BUSY_SEND_LARGE_BYTES = 1 << 20
+"""The busy send probe's large size (a pipeline's boundary messages are of this order; a much
+larger one would take long on a slow link)."""
 
 
 class _ComputeLoad:
@@ -102,6 +110,7 @@ def measure_p2p(rank: int, world_size: int, links: Links, device: torch.device,
     """
     sweeps = []
     work = sublayer_work(plan.shapes[0], device) if plan.sender_busy else None
+    busy_work = sublayer_work(plan.shapes[0], device)
     sizes = list(plan.message_sizes_bytes)
     for src in range(world_size):
         for dst in range(world_size):
@@ -121,6 +130,9 @@ def measure_p2p(rank: int, world_size: int, links: Links, device: torch.device,
                           for _ in range(plan.num_sweep_passes)]
                 in_place = _in_place_receive(sending, peer, sizes[0], links, device, plan)
                 calls = _call_costs(sending, peer, links, device, plan)
+            busy_sizes = busy_send_sizes(sizes[0]) if plan.busy_send_rounds else []
+            busy_calls = _busy_send_calls(sending, peer, busy_sizes, links, device, plan,
+                                          busy_work)
             if sending:
                 best = [min(per_size, key=lambda r: r[0]) for per_size in zip(*passes)]
                 (ack_round_trip_s, _), rest = best[0], best[1:]
@@ -129,7 +141,8 @@ def measure_p2p(rank: int, world_size: int, links: Links, device: torch.device,
                     one_way_s=[max(rtt - ack_round_trip_s / 2, 1e-9) for rtt, _ in rest],
                     send_call_s=[call for _, call in rest], recv_in_place_s=in_place,
                     tensor_counts=list(CALL_TENSOR_COUNTS), send_calls_by_count_s=calls[0],
-                    post_calls_by_count_s=calls[1], sender_busy=plan.sender_busy))
+                    post_calls_by_count_s=calls[1], sender_busy=plan.sender_busy,
+                    busy_sizes_bytes=busy_sizes, busy_send_call_s=busy_calls))
     dist.barrier()
     return sweeps
 
@@ -306,6 +319,43 @@ def _call_costs(sender: bool, peer: int, links: Links, device: torch.device,
     links.isend(peer, [ack], lambda _end_s: None)
     links.drain()
     return [], []
+
+
+def busy_send_sizes(smallest_bytes: int) -> list[int]:
+    """The busy send probe's two sizes: the sweep's smallest and BUSY_SEND_LARGE_BYTES (or
+    four times the smallest, if that is more)."""
+    return [smallest_bytes, max(BUSY_SEND_LARGE_BYTES, 4 * smallest_bytes)]
+
+
+def _busy_send_calls(sender: bool, peer: int, sizes: list[int], links: Links,
+                     device: torch.device, plan: CalibrationPlan,
+                     work: Callable[[], None]) -> list[float]:
+    """Median seconds of the send call per size while both ranks compute: the sender runs
+    `work` (the runner's sublayer) before each send, the receiver runs it in a thread while
+    its main thread waits on receives it posted ahead, as a pipeline rank's inbound link does
+    while the rank computes. Sizes alternate; `plan.busy_send_rounds` each after warm-up.
+    Returns [] on the receiver and without sizes."""
+    if not sizes:
+        return []
+    messages = [torch.ones(max(1, n // 4), dtype=torch.float32, device=device) for n in sizes]
+    order = [i for _ in range(plan.num_warmup + plan.busy_send_rounds)
+             for i in range(len(sizes))]
+    if not sender:
+        receipts = [links.post_recv(peer, [torch.empty_like(messages[i])]) for i in order]
+        with _ComputeLoad(work):
+            for receipt in receipts:
+                links.wait_recv(peer, receipt)
+        return []
+    timed: list[list[float]] = [[] for _ in sizes]
+    time.sleep(SENDER_DELAY_S)  # the receiver posts every receive first
+    for n, i in enumerate(order):
+        work()
+        t0 = time.perf_counter()
+        links.isend(peer, [messages[i]], lambda _end_s: None)
+        if n >= plan.num_warmup * len(sizes):
+            timed[i].append(time.perf_counter() - t0)
+    links.drain()
+    return [statistics.median(t) for t in timed]
 
 
 def _lower_quartile(values: list[float]) -> float:

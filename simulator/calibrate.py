@@ -60,7 +60,7 @@ __all__ = [
     "AlphaBetaFit",
     "fit_alpha_beta",
     "fit_sweep",
-    "per_tensor_s",
+    "end_slope",
     "shapes_for",
     "default_message_sizes",
     "median_across_ranks",
@@ -153,6 +153,9 @@ class CalibrationPlan(_Strict):
     """Stop repeating a point-to-point size after this long (at least 3 repetitions)."""
     late_receive_rounds: int = Field(default=16, ge=0)
     """Rounds per case of the late-receive probe (0: skip it; the overhead is then 0)."""
+    busy_send_rounds: int = Field(default=12, ge=0)
+    """Send calls per size of the busy send probe (0: skip it; a send then costs no host time
+    per byte, and the idle sweep's median call is its whole host time)."""
     traffic_rounds: int = Field(default=8, ge=0)
     """Loaded (and as many idle) rounds of the traffic-load probe (0: skip it; transfers then
     cost the compute beside them nothing)."""
@@ -234,14 +237,33 @@ class P2PSweep(_Strict):
     """Median seconds the receiver took to post the message's receives, per tensor count."""
     sender_busy: bool
     """Whether the sender was computing meanwhile."""
+    busy_sizes_bytes: list[int] = []
+    """Sizes of the busy send probe (both ranks computing between sends)."""
+    busy_send_call_s: list[float] = []
+    """Median seconds of the send call per busy size."""
+
+    @property
+    def busy_send_s_per_byte(self) -> float:
+        """Send-call seconds per byte while both ranks compute: the slope between the busy
+        probe's two sizes (never below zero; 0 without two sizes)."""
+        return end_slope(self.busy_sizes_bytes, self.busy_send_call_s)
+
+    @property
+    def busy_send_overhead_s(self) -> float | None:
+        """The busy send call's fixed part: its smallest size's time less that size's bytes at
+        the slope (None without two busy sizes)."""
+        if len(self.busy_send_call_s) < 2:
+            return None
+        return max(0.0, self.busy_send_call_s[0]
+                   - self.busy_sizes_bytes[0] * self.busy_send_s_per_byte)
 
 
-def per_tensor_s(counts: Sequence[int], seconds: Sequence[float]) -> float:
-    """The slope of call seconds against tensors per message, between the smallest and the
-    largest count (never below zero; 0 without two counts)."""
-    if len(counts) < 2 or len(seconds) != len(counts) or counts[-1] == counts[0]:
+def end_slope(xs: Sequence[float], seconds: Sequence[float]) -> float:
+    """The slope of call seconds against tensors per message or bytes, between the first and
+    the last point (never below zero; 0 without two distinct points)."""
+    if len(xs) < 2 or len(seconds) != len(xs) or xs[-1] == xs[0]:
         return 0.0
-    return max(0.0, (seconds[-1] - seconds[0]) / (counts[-1] - counts[0]))
+    return max(0.0, (seconds[-1] - seconds[0]) / (xs[-1] - xs[0]))
 
 
 class LateReceiveProbe(_Strict):

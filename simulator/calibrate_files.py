@@ -32,8 +32,9 @@ from simulator.calibrate import (
     AlphaBetaFit,
     CalibrationError,
     CalibrationPlan,
+    P2PSweep,
     RankMeasurements,
-    per_tensor_s,
+    end_slope,
     median_across_ranks,
     fit_sweep,
 )
@@ -145,14 +146,15 @@ def build_calibration(plan: CalibrationPlan, ranks: list[RankMeasurements], *,
         device=device, created_by=f"{created_by} ({stamp})", sublayers=sublayers,
         aggregation=aggregation, p2p=p2p,
         late_receive_overhead_s=_median_or_zero([p.overhead_s for p in probes]),
-        send_overhead_s=_median_or_zero(
-            [statistics.median(s.send_call_s) for s in sweeps if s.send_call_s]),
+        send_overhead_s=_send_overhead_s(sweeps),
         recv_overhead_s=_median_or_zero([s.recv_in_place_s for s in sweeps]),
         send_overhead_per_tensor_s=_median_or_zero(
-            [per_tensor_s(s.tensor_counts, s.send_calls_by_count_s) for s in counted]),
+            [end_slope(s.tensor_counts, s.send_calls_by_count_s) for s in counted]),
+        send_s_per_byte=_median_or_zero(
+            [s.busy_send_s_per_byte for s in sweeps if s.busy_send_overhead_s is not None]),
         recv_post_s=_median_or_zero([s.post_calls_by_count_s[0] for s in counted]),
         recv_post_per_tensor_s=_median_or_zero(
-            [per_tensor_s(s.tensor_counts, s.post_calls_by_count_s) for s in counted]),
+            [end_slope(s.tensor_counts, s.post_calls_by_count_s) for s in counted]),
         **_traffic_costs(ranks))
     hardware = _hardware(plan, ranks, profile, fits, stamp)
     record = {
@@ -170,6 +172,15 @@ def build_calibration(plan: CalibrationPlan, ranks: list[RankMeasurements], *,
     activation_profile = ActivationProfile(device=device, created_by=profile.created_by,
                                            shapes=activations)
     return Calibration(hardware, activation_profile, fits, record)
+
+
+def _send_overhead_s(sweeps: list[P2PSweep]) -> float:
+    """The send call's fixed host time: from the busy send probe where it ran (its bytes are
+    then charged per byte), else the idle sweep's median call."""
+    busy = [s.busy_send_overhead_s for s in sweeps if s.busy_send_overhead_s is not None]
+    if busy:
+        return statistics.median(busy)
+    return _median_or_zero([statistics.median(s.send_call_s) for s in sweeps if s.send_call_s])
 
 
 def _median_or_zero(values: list[float]) -> float:

@@ -60,8 +60,10 @@ def compile_rank(plan: StepPlan, pp: int) -> tuple[list[tuple], list[ChannelKey]
                                     "the boundary manifest does not have")
             channel_index = keys.setdefault((pp, peer, direction), len(keys))
             extra = _tensors(plan, key) - 1
-            ops.append((SEND, c, m, channel_index, plan.send_bytes[key], action,
-                        plan.send_overhead_s + extra * plan.send_overhead_per_tensor_s))
+            num_bytes = plan.send_bytes[key]
+            ops.append((SEND, c, m, channel_index, num_bytes, action,
+                        plan.send_overhead_s + extra * plan.send_overhead_per_tensor_s
+                        + num_bytes * plan.send_s_per_byte))
         else:
             direction = "forward" if kind is ActionKind.RECV_F else "backward"
             src_chunk = c - 1 if kind is ActionKind.RECV_F else c + 1

@@ -132,6 +132,10 @@ class MeasuredProfile(_Strict):
     send_overhead_per_tensor_s: float = Field(default=0.0, ge=0)
     """Host seconds each tensor of a message beyond its first adds to the send (a message of k
     tensors holds the sender send_overhead_s + (k - 1) x this)."""
+    send_s_per_byte: float = Field(default=0.0, ge=0)
+    """Host seconds each byte of a message adds to its send, measured with both ranks
+    computing (`pipesim calibrate`'s busy send probe): on a host whose ranks compute on every
+    core, the send call's copy into the transport waits for the receiving side's threads."""
     recv_post_s: float = Field(default=0.0, ge=0)
     """Host seconds posting a one-tensor message's receive takes the receiving rank."""
     recv_post_per_tensor_s: float = Field(default=0.0, ge=0)

@@ -16,7 +16,7 @@ __all__ = ["P2P_PROTOCOLS", "HOST_COST_FIELDS", "RankMemoryPlan", "StepPlan"]
 
 HOST_COST_FIELDS: tuple[str, ...] = (
     "late_receive_overhead_s", "send_overhead_s", "recv_overhead_s",
-    "send_overhead_per_tensor_s", "recv_post_s", "recv_post_per_tensor_s",
+    "send_overhead_per_tensor_s", "send_s_per_byte", "recv_post_s", "recv_post_per_tensor_s",
     "send_cpu_s_per_byte", "recv_cpu_s_per_byte")
 """StepPlan fields that a measured profile (MeasuredProfile) fills under the same names."""
 
@@ -74,6 +74,9 @@ class StepPlan:
     waiting receiver's wake-up is in the link's measured latency; MeasuredProfile)."""
     send_overhead_per_tensor_s: float = 0.0
     """Host time each tensor of a message beyond its first adds to its send."""
+    send_s_per_byte: float = 0.0
+    """Host time each byte of a message adds to its send: the call writes the message into
+    the transport while the ranks compute (MeasuredProfile)."""
     recv_post_s: float = 0.0
     """Host time posting a one-tensor message's receive holds the receiving rank (charged at
     the receive; the tensors of a message: `send_tensors`)."""

@@ -9,7 +9,7 @@ import pytest
 
 from simulator.calibrate import (
     CalibrationError, CalibrationPlan, P2PSweep, TrafficLoadProbe, default_message_sizes,
-    fit_alpha_beta, fit_sweep, per_tensor_s, shapes_for, trimmed_mean,
+    fit_alpha_beta, fit_sweep, end_slope, shapes_for, trimmed_mean,
 )
 from simulator.manifest import build_manifest
 from simulator.scenario import load_scenario
@@ -118,9 +118,33 @@ def test_the_trimmed_mean_keeps_the_tail_but_not_a_stall():
 
 
 def test_per_tensor_cost_is_the_slope_between_the_counts():
-    assert per_tensor_s([1, 8], [1e-4, 8e-4]) == pytest.approx(1e-4)
-    assert per_tensor_s([1, 8], [2e-4, 1e-4]) == 0.0  # never negative
-    assert per_tensor_s([], []) == 0.0 and per_tensor_s([4], [1e-3]) == 0.0
+    assert end_slope([1, 8], [1e-4, 8e-4]) == pytest.approx(1e-4)
+    assert end_slope([1, 8], [2e-4, 1e-4]) == 0.0  # never negative
+    assert end_slope([], []) == 0.0 and end_slope([4], [1e-3]) == 0.0
+
+
+def _sweep(**busy: object) -> P2PSweep:
+    return P2PSweep(src_rank=0, dst_rank=1, sizes_bytes=[1024, 1 << 20],
+                    one_way_s=[1e-4, 5e-4], send_call_s=[1e-4, 3e-4], sender_busy=False,
+                    **busy)  # type: ignore[arg-type]
+
+
+def test_the_busy_send_cost_splits_into_a_fixed_part_and_a_slope():
+    sweep = _sweep(busy_sizes_bytes=[1000, 1_001_000], busy_send_call_s=[3e-4, 1.3e-3])
+    assert sweep.busy_send_s_per_byte == pytest.approx(1e-9)
+    assert sweep.busy_send_overhead_s == pytest.approx(3e-4 - 1e-6)
+    assert _sweep().busy_send_overhead_s is None and _sweep().busy_send_s_per_byte == 0.0
+
+
+def test_the_profile_takes_the_busy_send_cost_where_the_probe_ran():
+    """With the busy probe the send's fixed part comes from it and bytes cost its slope;
+    without it the idle sweep's median call is the whole send cost."""
+    from simulator.calibrate_files import _send_overhead_s
+
+    busy = [_sweep(busy_sizes_bytes=[1000, 1_001_000], busy_send_call_s=[t, t + 1e-3])
+            for t in (2e-4, 4e-4)]
+    assert _send_overhead_s(busy) == pytest.approx(3e-4 - 1e-6)
+    assert _send_overhead_s([_sweep(), _sweep()]) == pytest.approx(2e-4)
 
 
 def test_the_traffic_cost_is_the_slowdown_per_byte_moved():

@@ -27,7 +27,7 @@ def calibrated(tmp_path_factory):
                                          message_sizes_bytes=[1024, 16 << 20],
                                          num_repeats=5, num_warmup=1, max_seconds_per_point=0.2,
                                          min_compute_seconds=0.2, late_receive_rounds=4,
-                                         traffic_rounds=3)
+                                         traffic_rounds=3, busy_send_rounds=3)
     return run_calibration(plan, out), out
 
 
@@ -94,8 +94,6 @@ def test_the_sweep_times_posted_receives_and_the_host_overheads(calibrated):
         assert sweep["recv_in_place_s"] > 0
         assert sweep["one_way_s"][1] > sweep["one_way_s"][0]  # 16 MiB takes longer than 1 KiB
     profile = calibrated[0].profile
-    assert profile.send_overhead_s == pytest.approx(
-        statistics.median([statistics.median(s["send_call_s"]) for s in sweeps]))
     assert profile.recv_overhead_s == pytest.approx(
         statistics.median([s["recv_in_place_s"] for s in sweeps]))
 
@@ -105,7 +103,7 @@ def test_the_sweep_times_send_calls_and_postings_per_tensor(calibrated):
     keeps the one-tensor posting and the slopes, medians over the two directions."""
     import statistics
 
-    from simulator.calibrate import per_tensor_s
+    from simulator.calibrate import end_slope
 
     sweeps = calibrated[0].record["p2p"]
     for sweep in sweeps:
@@ -115,9 +113,28 @@ def test_the_sweep_times_send_calls_and_postings_per_tensor(calibrated):
     assert profile.recv_post_s == pytest.approx(
         statistics.median([s["post_calls_by_count_s"][0] for s in sweeps]))
     assert profile.send_overhead_per_tensor_s == pytest.approx(statistics.median(
-        [per_tensor_s(s["tensor_counts"], s["send_calls_by_count_s"]) for s in sweeps]))
+        [end_slope(s["tensor_counts"], s["send_calls_by_count_s"]) for s in sweeps]))
     assert profile.recv_post_per_tensor_s == pytest.approx(statistics.median(
-        [per_tensor_s(s["tensor_counts"], s["post_calls_by_count_s"]) for s in sweeps]))
+        [end_slope(s["tensor_counts"], s["post_calls_by_count_s"]) for s in sweeps]))
+
+
+def test_the_busy_probe_times_send_calls_while_both_ranks_compute(calibrated):
+    """Each sender times its send call at 1 KiB and 1 MiB with both ranks computing; the
+    profile's send cost is the fixed part and the per-byte slope, medians over directions."""
+    import statistics
+
+    from simulator.calibrate import P2PSweep
+
+    sweeps = [P2PSweep(**s) for s in calibrated[0].record["p2p"]]
+    for sweep in sweeps:
+        assert sweep.busy_sizes_bytes == [1024, 1 << 20]
+        assert all(t > 0 for t in sweep.busy_send_call_s)
+        assert sweep.busy_send_overhead_s is not None
+    profile = calibrated[0].profile
+    assert profile.send_s_per_byte == pytest.approx(
+        statistics.median([s.busy_send_s_per_byte for s in sweeps]))
+    assert profile.send_overhead_s == pytest.approx(
+        statistics.median([s.busy_send_overhead_s for s in sweeps]))
 
 
 def test_the_traffic_probe_times_both_ends_idle_and_loaded(calibrated):

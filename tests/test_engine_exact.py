@@ -227,3 +227,16 @@ def test_message_tensors_add_to_the_send_and_to_posting_the_receives() -> None:
     assert simulate_plan(sends).step_time_s == pytest.approx(7.8, rel=1e-12)
     posts = replace(base, recv_post_s=0.05, recv_post_per_tensor_s=0.025)
     assert simulate_plan(posts).step_time_s == pytest.approx(7.8, rel=1e-12)
+
+
+def test_message_bytes_add_to_the_send() -> None:
+    """The GPipe step above (one byte per message) with 0.25 s per byte sent: each send holds
+    its rank 0.25 s, the 0.25 s send overhead case (7.8 s); with 0.1 s fixed besides, 0.35 s
+    per send, rank 0 sends micro-batch 1 at 2.35 (there at 2.85): F(1,1) 2.85-4.05, B(1,0)
+    4.05-5.05, held to 5.4, B(1,1) 5.4-6.4, gradient there at 6.9; B(0,0) 5.55-6.65, B(0,1)
+    6.9-8.0."""
+    base = _gpipe_half_second_hops()
+    assert simulate_plan(replace(base, send_s_per_byte=0.25)).step_time_s == \
+        pytest.approx(7.8, rel=1e-12)
+    both = replace(base, send_s_per_byte=0.25, send_overhead_s=0.1)
+    assert simulate_plan(both).step_time_s == pytest.approx(8.0, rel=1e-12)

@@ -123,8 +123,10 @@ def _print(console: Console, calibration: Calibration, out: Path) -> None:
                       f"{format_bytes(fit.bandwidth_bytes_per_s)}/s",
                       f"{100 * fit.max_relative_residual:.0f}%")
     console.print(links)
-    console.print(f"Host overhead per message: {format_seconds(profile.send_overhead_s)} per "
-                  f"send call, {format_seconds(profile.recv_overhead_s)} to complete a receive "
+    console.print(f"Host overhead per message: {format_seconds(profile.send_overhead_s)} + "
+                  f"{format_seconds(1e6 * profile.send_s_per_byte)} per MB per send call "
+                  "(both ranks computing), "
+                  f"{format_seconds(profile.recv_overhead_s)} to complete a receive "
                   "whose data is in place")
     console.print(f"Host overhead per further tensor of a message: "
                   f"{format_seconds(profile.send_overhead_per_tensor_s)} at the send; posting "
