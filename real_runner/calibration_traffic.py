@@ -11,13 +11,24 @@ The probe, ranks 0 -> 1, in rounds that alternate idle and loaded (so a slow spe
 host weighs on both alike), each after a barrier: both ranks time the runner's attention
 sublayer forward and backward, `calls` times in a row (their window). In a loaded round rank 0
 first posts a stream of messages to rank 1 sized to outlast the window at the link's swept
-bandwidth, and rank 1 has posted the receives. The bytes moved during a rank's window are its
-length times the rate rank 1's completions show over rank 1's window (linearly interpolated; a
-sender's completions run ahead of the link while socket buffers fill). Each rank reports, as
-medians of rounds: its window idle, its window loaded, and those bytes. Their ratio is seconds of
-compute lost per byte moved by a sender (rank 0) or receiver (rank 1):
-StepPlan.send_cpu_s_per_byte / recv_cpu_s_per_byte, which the engine charges for the part of
-each transfer that overlaps its ranks' compute.
+bandwidth, and rank 1 has posted the receives; the stream's tensors are the scenario's
+activation planes, as the runner's boundary messages are (per-tensor work counts). The bytes
+moved during a rank's window are its length times the rate rank 1's completions show over
+rank 1's window (linearly interpolated; a sender's completions run ahead of the link while
+socket buffers fill). Each rank reports, as medians of rounds, its window idle and loaded, the
+CPU time its other threads (the communication library's, the link's) took during each, and
+those bytes. Per byte moved, by a sender (rank 0) or a receiver (rank 1):
+
+- the compute slowdown: (loaded - idle window) / bytes, what a GPU's kernels lose;
+- the communication threads' CPU: (loaded - idle helper CPU) / bytes. On a CPU host whose ranks
+  fill the cores every such CPU second is a second some compute waits, and CPU time is not
+  moved by the host's speed drifting between rounds as the window's difference is.
+
+StepPlan.send_cpu_s_per_byte / recv_cpu_s_per_byte are the larger of the two on a CPU device (the
+kernel's own work, a token bucket's above all, is not the process's CPU: under the 200 Mbit/s
+bucket the sender's compute lost 8-26 ns per byte while its threads took 1-1.5), the first on a
+GPU (simulator/calibrate_files.py); the engine charges them for the part of each transfer that
+overlaps its ranks' compute.
 """
 
 from __future__ import annotations
@@ -46,6 +57,9 @@ MAX_STREAM_BYTES = 256 << 20
 """Cap on one round's stream (a fast loopback moves gigabytes per second)."""
 NUM_MESSAGES = 16
 """Messages per stream (completion times every 1/16 of it)."""
+MAX_STREAM_TENSORS = 2048
+"""Cap on one round's tensors: beyond it a tensor carries several activation planes (posting
+thousands of receives would take longer than the window)."""
 
 
 def measure_traffic_load(rank: int, links: Links, device: torch.device, plan: CalibrationPlan,
@@ -68,21 +82,23 @@ def measure_traffic_load(rank: int, links: Links, device: torch.device, plan: Ca
                           dtype=torch.float64, device=device)  # NCCL broadcasts device tensors
     dist.broadcast(agreed, src=0)
     calls, stream_bytes = int(agreed[0]), int(agreed[1])
-    message_elems = max(1, stream_bytes // NUM_MESSAGES // 4)
-    idle, loaded, moved = [], [], []
+    tensor_elems, per_message = stream_layout(stream_bytes, plan.shapes[0].plane_bytes)
+    idle, loaded, moved, idle_cpu, loaded_cpu = [], [], [], [], []
     for round_index in range(2 * plan.traffic_rounds):
         busy = round_index % 2 == 1
         dist.barrier()
         if rank > 1:
             continue
         if not busy:
-            start, end = _window(work, calls)
+            start, end, helper_s = _window(work, calls)
             idle.append(end - start)
+            idle_cpu.append(helper_s)
             continue
-        stream = _Stream(rank, links, device, message_elems)
-        start, end = _window(work, calls)
+        stream = _Stream(rank, links, device, tensor_elems, per_message)
+        start, end, helper_s = _window(work, calls)
         stream.finish()
         loaded.append(end - start)
+        loaded_cpu.append(helper_s)
         moved.append(_link_rate(rank, links, device, stream, start, end) * (end - start))
     dist.barrier()
     if rank > 1:
@@ -90,7 +106,19 @@ def measure_traffic_load(rank: int, links: Links, device: torch.device, plan: Ca
     return TrafficLoadProbe(
         src_rank=0, dst_rank=1, role="send" if rank == 0 else "recv", calls=calls,
         idle_s=statistics.median(idle), loaded_s=statistics.median(loaded),
-        bytes_moved=statistics.median(moved), num_rounds=plan.traffic_rounds)
+        bytes_moved=statistics.median(moved), num_rounds=plan.traffic_rounds,
+        tensor_bytes=4 * tensor_elems, idle_helper_cpu_s=statistics.median(idle_cpu),
+        loaded_helper_cpu_s=statistics.median(loaded_cpu))
+
+
+def stream_layout(stream_bytes: int, plane_bytes: int) -> tuple[int, int]:
+    """(fp32 elements per tensor, tensors per message) of a stream of about `stream_bytes`:
+    tensors of one activation plane, or of several once the stream would exceed
+    MAX_STREAM_TENSORS, in NUM_MESSAGES messages."""
+    planes = max(1, math.ceil(stream_bytes / max(plane_bytes, 1) / MAX_STREAM_TENSORS))
+    tensor_elems = max(1, planes * plane_bytes // 4)
+    tensors = max(NUM_MESSAGES, math.ceil(stream_bytes / (4 * tensor_elems)))
+    return tensor_elems, math.ceil(tensors / NUM_MESSAGES)
 
 
 def _stream_bytes(rank: int, sweeps: list[P2PSweep]) -> int:
@@ -119,34 +147,39 @@ def _link_rate(rank: int, links: Links, device: torch.device, stream: _Stream, s
     return float(rate[0])
 
 
-def _window(work: Callable[[], None], calls: int) -> tuple[float, float]:
-    """Run `work` `calls` times; (start, end) perf_counter seconds."""
+def _window(work: Callable[[], None], calls: int) -> tuple[float, float, float]:
+    """Run `work` `calls` times on this thread; (start, end) perf_counter seconds and the CPU
+    seconds the process's other threads took meanwhile."""
+    process_s, thread_s = time.process_time(), time.thread_time()
     start = time.perf_counter()
     for _ in range(calls):
         work()
-    return start, time.perf_counter()
+    end = time.perf_counter()
+    helper_s = (time.process_time() - process_s) - (time.thread_time() - thread_s)
+    return start, end, max(0.0, helper_s)
 
 
 class _Stream:
     """One round's stream on its rank: rank 0 sends NUM_MESSAGES messages, rank 1 receives
     them and records when each completes."""
 
-    def __init__(self, rank: int, links: Links, device: torch.device, elems: int) -> None:
-        self.message_bytes = elems * 4
+    def __init__(self, rank: int, links: Links, device: torch.device, tensor_elems: int,
+                 per_message: int) -> None:
+        self.message_bytes = tensor_elems * 4 * per_message
         self.posted_s = time.perf_counter()
         self.done_s: list[float] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._links = links
-        buffers = [torch.ones(elems, dtype=torch.float32, device=device)
-                   for _ in range(NUM_MESSAGES)]
+        buffers = [[torch.ones(tensor_elems, dtype=torch.float32, device=device)
+                    for _ in range(per_message)] for _ in range(NUM_MESSAGES)]
         if rank == 0:
             self._send = True
-            for tensor in buffers:
-                links.isend(1, [tensor], lambda _end_s: None)
+            for message in buffers:
+                links.isend(1, message, lambda _end_s: None)
         else:
             self._send = False
-            receipts = [links.post_recv(0, [tensor]) for tensor in buffers]
+            receipts = [links.post_recv(0, message) for message in buffers]
             self._thread = threading.Thread(target=self._wait_all, args=(receipts,),
                                             name="traffic-probe", daemon=True)
             self._thread.start()

@@ -287,8 +287,9 @@ class LateReceiveProbe(_Strict):
 
 
 class TrafficLoadProbe(_Strict):
-    """How much a transfer stream 0 -> 1 slowed one end's compute (real_runner/
-    calibration_traffic.py): medians over rounds, measured by that end."""
+    """How much a transfer stream 0 -> 1 slowed one end's compute and what CPU its
+    communication threads took (real_runner/calibration_traffic.py): medians over rounds,
+    measured by that end."""
 
     src_rank: int
     dst_rank: int
@@ -302,6 +303,12 @@ class TrafficLoadProbe(_Strict):
     bytes_moved: float
     """Bytes this end completed during its loaded window."""
     num_rounds: int
+    tensor_bytes: int = 0
+    """Bytes of each tensor of the stream (an activation plane; 0 in older records)."""
+    idle_helper_cpu_s: float = 0.0
+    """CPU seconds this end's other threads took during its idle window."""
+    loaded_helper_cpu_s: float = 0.0
+    """The same during its loaded window: the communication threads' work."""
 
     @property
     def cpu_s_per_byte(self) -> float:
@@ -309,6 +316,13 @@ class TrafficLoadProbe(_Strict):
         if self.bytes_moved <= 0:
             return 0.0
         return max(0.0, self.loaded_s - self.idle_s) / self.bytes_moved
+
+    @property
+    def helper_cpu_s_per_byte(self) -> float:
+        """CPU seconds the communication threads took per byte moved (never below zero)."""
+        if self.bytes_moved <= 0:
+            return 0.0
+        return max(0.0, self.loaded_helper_cpu_s - self.idle_helper_cpu_s) / self.bytes_moved
 
 
 class ShapeMeasurements(_Strict):

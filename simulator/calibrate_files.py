@@ -189,11 +189,19 @@ def _median_or_zero(values: list[float]) -> float:
 
 
 def _traffic_costs(ranks: list[RankMeasurements]) -> dict[str, float]:
-    """send_cpu_s_per_byte and recv_cpu_s_per_byte from the traffic-load probes (0 without)."""
+    """send_cpu_s_per_byte and recv_cpu_s_per_byte from the traffic-load probes (0 without).
+
+    The compute's slowdown per byte, and on CPU devices at least the communication threads' CPU
+    per byte: the ranks' compute shares their cores, and CPU time does not move with the host's
+    speed between rounds as the window's slowdown does; but the kernel's own network work
+    (softirqs, a token bucket's timers) is not the process's CPU, and on a shaped link it is
+    most of the cost, so the slowdown still counts where it is larger.
+    """
     probes = [p for r in ranks for p in r.traffic_load]
-    return {f"{role}_cpu_s_per_byte": _median_or_zero([p.cpu_s_per_byte for p in probes
-                                                       if p.role == role])
-            for role in ("send", "recv")}
+    on_cpu = all(r.device.startswith("cpu") for r in ranks)
+    return {f"{role}_cpu_s_per_byte": _median_or_zero(
+        [max(p.cpu_s_per_byte, p.helper_cpu_s_per_byte) if on_cpu else p.cpu_s_per_byte
+         for p in probes if p.role == role]) for role in ("send", "recv")}
 
 
 def _saved_at_shape(measured: Any) -> SavedBytesAtShape:

@@ -154,3 +154,47 @@ def test_the_traffic_cost_is_the_slowdown_per_byte_moved():
     faster = probe.model_copy(update={"loaded_s": 0.03})
     assert faster.cpu_s_per_byte == 0.0  # a faster loaded window is noise, not a gain
     assert probe.model_copy(update={"bytes_moved": 0.0}).cpu_s_per_byte == 0.0
+
+
+def test_the_helper_cost_is_the_communication_threads_cpu_per_byte():
+    probe = TrafficLoadProbe(src_rank=0, dst_rank=1, role="recv", calls=8, idle_s=0.04,
+                             loaded_s=0.05, bytes_moved=1e6, num_rounds=4,
+                             idle_helper_cpu_s=1e-4, loaded_helper_cpu_s=6e-4)
+    assert probe.helper_cpu_s_per_byte == pytest.approx(5e-10)
+    assert probe.model_copy(update={"loaded_helper_cpu_s": 0.0}).helper_cpu_s_per_byte == 0.0
+
+
+@pytest.mark.parametrize(("device", "loaded_s", "expected"),
+                         [("cpu (2 cores, 1 threads per rank)", 0.0402, 5e-10),
+                          ("cpu (2 cores, 1 threads per rank)", 0.05, 1e-8),
+                          ("NVIDIA H100 80GB HBM3", 0.0402, 2e-10)])
+def test_a_cpu_profile_charges_at_least_the_threads_cpu_and_a_gpu_one_the_slowdown(
+        device, loaded_s, expected):
+    """CPU ranks share their cores with the communication threads: their CPU per byte is
+    compute lost, or the slowdown where the kernel's work makes it larger. On GPUs the
+    kernels' slowdown is."""
+    from simulator.calibrate import RankMeasurements
+    from simulator.calibrate_files import _traffic_costs
+
+    probe = TrafficLoadProbe(src_rank=0, dst_rank=1, role="send", calls=8, idle_s=0.04,
+                             loaded_s=loaded_s, bytes_moved=1e6, num_rounds=4,
+                             idle_helper_cpu_s=1e-4, loaded_helper_cpu_s=6e-4)
+    rank = RankMeasurements(rank=0, world_size=2, backend="gloo", device=device, hostname="h",
+                            num_threads=1, device_memory_bytes=1, shapes=[],
+                            matmul_flops_per_s=1.0, elementwise_bytes_per_s=1.0, p2p=[],
+                            traffic_load=[probe])
+    costs = _traffic_costs([rank])
+    assert costs["send_cpu_s_per_byte"] == pytest.approx(expected)
+    assert costs["recv_cpu_s_per_byte"] == 0.0
+
+
+def test_the_stream_is_made_of_activation_planes():
+    from real_runner.calibration_traffic import MAX_STREAM_TENSORS, NUM_MESSAGES, stream_layout
+
+    elems, per_message = stream_layout(3_000_000, 131072)
+    assert elems * 4 == 131072 and per_message * NUM_MESSAGES * 131072 >= 3_000_000
+    elems, per_message = stream_layout(1000, 131072)  # never fewer than one per message
+    assert (elems, per_message) == (32768, 1)
+    elems, per_message = stream_layout(600_000_000, 131072)  # too many planes: several each
+    assert elems * 4 % 131072 == 0 and elems * 4 > 131072
+    assert per_message * NUM_MESSAGES <= MAX_STREAM_TENSORS + NUM_MESSAGES
