@@ -6,10 +6,15 @@ namespace, when root, `ip` and `tc` are there) the script
 1. calibrates (`pipesim calibrate SCENARIO --nproc 2`), a separate run just before each measured
    run, so that both see the host in the same state (--calibrate-once: one for all);
 2. measures the scenario (`pipesim measure`, gloo, P=2) - every scenarios/cpu_*.yaml;
-3. validates the run against the simulator with that calibration (`pipesim validate`),
+3. calibrates again just after it and averages the two (`pipesim calibrate --average`): the
+   shared host's speed drifts by 10-30% within a minute, and the average of the calibrations
+   on either side brackets the state the run saw, using nothing the run measured
+   (--no-bracket: the calibration before only);
+4. validates the run against the simulator with that calibration (`pipesim validate`),
 
 and prints one row per run: bytes (exact or not), operation counts, simulated and measured step
-time with the error (and, in brackets, the error had the simulator started every transfer only
+time with the error (in brackets the error with the calibration before the run alone, and the
+error had the simulator started every transfer only
 once its receive action came, gloo's rendezvous, instead of at its send: the runner posts its
 receives ahead, so eager is the protocol validate uses), the worst per-rank
 peak-memory error (calibrated model; analytic in brackets), and the share of the host's CPU that
@@ -48,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from real_runner.calibration_launch import steady_allocator_env  # noqa: E402
 from real_runner.netns import LinkShape, shaped_namespace, unavailable_reason  # noqa: E402
+from simulator.calibrate_average import average_calibrations  # noqa: E402
 from simulator.calibrate_files import load_calibration  # noqa: E402
 from simulator.scenario import load_scenario  # noqa: E402
 from simulator.trace_schema import read_run  # noqa: E402
@@ -120,7 +126,7 @@ def _calibrate(paths: list[Path], calib: Path, prefix: list[str],
 
 def _condition(name: str, label: str, scenarios: list[Path], out: Path, prefix: list[str],
                args: argparse.Namespace) -> list[dict[str, object]]:
-    calib = out / name / "calibration"
+    calib = calib_before = out / name / "calibration"
     if args.calibrate_once:
         _wait_quiet(args.max_busy, args.wait_s)
         print(f"[{name}] calibrating ...", flush=True)
@@ -137,9 +143,15 @@ def _condition(name: str, label: str, scenarios: list[Path], out: Path, prefix: 
             try:
                 if not args.calibrate_once:  # just before the run: one host state for both
                     calib = out / name / "calibration" / scenario.name
-                    _calibrate([path], calib, prefix, args)
+                    calib_before = calib.with_name(f"{scenario.name}-before") \
+                        if args.bracket else calib
+                    _calibrate([path], calib_before, prefix, args)
                 _run(CLI + ["measure", str(path), "--out", str(run_dir), "--steps",
                             str(args.steps), "--warmup", str(args.warmup)], prefix)
+                if args.bracket:  # and just after: the average brackets the run's host state
+                    after = calib.with_name(f"{scenario.name}-after")
+                    _calibrate([path], after, prefix, args)
+                    average_calibrations([calib_before, after], calib)
             except CommandFailed as exc:  # e.g. a link sweep too noisy to fit: try again
                 if attempt == args.retries:
                     raise
@@ -156,6 +168,8 @@ def _condition(name: str, label: str, scenarios: list[Path], out: Path, prefix: 
                   f"during attempt {attempt + 1}; measuring again", flush=True)
         report = validate_run(scenario, run_dir, calibration=calib)
         write_report(report, out / name / "validate" / scenario.name)
+        before_only = validate_run(scenario, run_dir, calibration=calib_before) \
+            if args.bracket else report
         rendezvous = validate_run(scenario, run_dir, calibration=calib,
                                   protocol="rendezvous")
         costs = _message_costs(run_dir, calib)
@@ -172,6 +186,7 @@ def _condition(name: str, label: str, scenarios: list[Path], out: Path, prefix: 
             "measured_step_s": report.step.measured_s if report.step else None,
             "measured_steps_s": report.step.measured_steps_s if report.step else [],
             "step_error_pct": report.step_time_error_pct,
+            "before_only_step_error_pct": before_only.step_time_error_pct,
             "rendezvous_step_error_pct": rendezvous.step_time_error_pct,
             "run_compute_step_error_pct": report.step.with_run_compute_error_pct
             if report.step else None,
@@ -227,8 +242,8 @@ def _pct(value: object) -> str:
 
 
 HEADER = ("| link | scenario | schedule | V | residual/mode | bytes | counts | simulated | "
-          "measured | step error | (rendezvous) | compute error | step error, run's compute | "
-          "memory error (analytic) | other CPU |")
+          "measured | step error | (calibrated before only) | (rendezvous) | compute error | "
+          "step error, run's compute | memory error (analytic) | other CPU |")
 
 
 def _format_row(r: dict[str, object]) -> str:
@@ -236,7 +251,8 @@ def _format_row(r: dict[str, object]) -> str:
             f"{'exact' if r['bytes_exact'] else 'MISMATCH'} | "
             f"{'exact' if r['counts_exact'] else 'MISMATCH'} | "
             f"{1e3 * r['simulated_step_s']:.1f} ms | {1e3 * r['measured_step_s']:.1f} ms | "
-            f"{_pct(r['step_error_pct'])} | ({_pct(r['rendezvous_step_error_pct'])}) | "
+            f"{_pct(r['step_error_pct'])} | ({_pct(r['before_only_step_error_pct'])}) | "
+            f"({_pct(r['rendezvous_step_error_pct'])}) | "
             f"{_pct(r['compute_error_pct'])} | {_pct(r['run_compute_step_error_pct'])} | "
             f"{_pct(r['memory_error_pct'])} "
             f"({_pct(r['analytic_memory_error_pct'])}) | "
@@ -262,6 +278,8 @@ def _summary(rows: list[dict[str, object]]) -> list[str]:
     verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
     attributed = [abs(r["run_compute_step_error_pct"]) for r in rows
                   if r.get("run_compute_step_error_pct") is not None]
+    before = [abs(r["before_only_step_error_pct"]) for r in rows
+              if r.get("before_only_step_error_pct") is not None]
     return [f"runs: {len(rows)}",
             f"bytes exact in every run: {exact} ({verdict(exact)})",
             f"median |step-time error|: {median:.1f}% (target <= {TARGET_MEDIAN_PCT}%: "
@@ -270,6 +288,9 @@ def _summary(rows: list[dict[str, object]]) -> list[str]:
             f"{verdict(worst <= TARGET_WORST_PCT)})",
             f"worst |peak-memory error|: {mem:.2f}% (target <= {TARGET_MEMORY_PCT}%: "
             f"{verdict(mem <= TARGET_MEMORY_PCT)})",
+            "calibrated before the run only (no bracketing): "
+            + (f"median |error| {statistics.median(before):.1f}%, worst {max(before):.1f}%"
+               if before else "n/a"),
             "attribution (not a prediction), the step simulated with the run's own compute: "
             + (f"median |error| {statistics.median(attributed):.1f}%, worst "
                f"{max(attributed):.1f}%" if attributed else "n/a")]
@@ -363,6 +384,9 @@ def main() -> None:
                         help="wait before each run until at most this many other tasks run")
     parser.add_argument("--wait-s", type=float, default=300.0,
                         help="give up waiting for a quiet host after this long")
+    parser.add_argument("--no-bracket", dest="bracket", action="store_false",
+                        help="calibrate only before each run (default: before and after, and "
+                             "validate against the average of the two)")
     parser.add_argument("--calibrate-once", action="store_true",
                         help="one calibration per link condition instead of one just before "
                              "each run")
@@ -386,6 +410,8 @@ def main() -> None:
     if args.late_receive_probe:
         _late_receive_probe()
         return
+    if args.calibrate_once:
+        args.bracket = False
     scenarios = sorted((ROOT / "scenarios").glob("cpu_*.yaml"))
     if args.only:
         scenarios = [p for p in scenarios if p.stem.removeprefix("cpu_") in args.only]

@@ -18,6 +18,8 @@ SCENARIO = str(Path(__file__).resolve().parent.parent / "scenarios" / "cpu_stand
     (["--repeats", "2"], "--repeats = 2: use at least 3"),
     (["--gpu-name", "gpu"], "--gpu-name = 'gpu': must contain {rank}"),
     (["--backend", "nccl"], "--backend nccl needs one GPU per process"),
+    (["--average", "runs/a", "--average", "runs/b"], "--average averages calibrations already "
+                                                     "measured; give no scenario with it"),
 ])
 def test_bad_options_are_one_message(args, message, capsys, tmp_path):
     if args[0] == "--backend":
@@ -35,3 +37,14 @@ def test_no_scenario_is_one_message(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["calibrate", "--out", str(tmp_path)])
     assert "calibrate: no scenario given" in capsys.readouterr().err
+
+
+def test_averaging_one_or_missing_calibrations_is_one_message(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["calibrate", "--average", str(tmp_path), "--out", str(tmp_path / "avg")])
+    assert exit_info.value.code == 2
+    assert "give at least two calibration directories, got 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--average", str(tmp_path), "--average", str(tmp_path), "--out",
+              str(tmp_path / "avg")])
+    assert "plan.json: not found" in capsys.readouterr().err

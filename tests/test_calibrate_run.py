@@ -156,3 +156,61 @@ def test_the_traffic_probe_times_both_ends_idle_and_loaded(calibrated):
     by_role = {p.role: max(p.cpu_s_per_byte, p.helper_cpu_s_per_byte) for p in probes}
     assert profile.send_cpu_s_per_byte == pytest.approx(by_role["send"])
     assert profile.recv_cpu_s_per_byte == pytest.approx(by_role["recv"])
+
+
+def _slower_copy(src, dst, factor: float):
+    """A copy of a calibration directory whose compute pieces took `factor` times as long."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    for raw in dst.glob("raw-rank-*.json"):
+        data = json.loads(raw.read_text())
+        for shape in data["shapes"]:
+            for piece in shape["pieces"] + shape["aggregation"]:
+                piece["forward_s"] *= factor
+                piece["backward_s"] *= factor
+        raw.write_text(json.dumps(data))
+    return dst
+
+
+def test_averaging_brackets_two_calibrations(calibrated, tmp_path):
+    """A calibration averaged with a copy whose compute took twice as long has 1.5 times the
+    compute and the same link; the result is a calibration directory that averages again."""
+    from simulator.calibrate_average import average_calibrations
+
+    original = calibrated[0].profile
+    slower = _slower_copy(calibrated[1], tmp_path / "slower", 2.0)
+    averaged = average_calibrations([calibrated[1], slower], tmp_path / "avg")
+    for before, after in zip(original.sublayers, averaged.profile.sublayers):
+        assert after.forward_s == pytest.approx(1.5 * before.forward_s)
+        assert after.backward_s == pytest.approx(1.5 * before.backward_s)
+    assert averaged.profile.p2p == original.p2p
+    assert averaged.record["averaged_from"] == [str(calibrated[1]), str(slower)]
+    assert load_calibration(tmp_path / "avg").profile == averaged.profile
+    again = average_calibrations([tmp_path / "avg", calibrated[1]])
+    assert again.profile.sublayers[0].forward_s == pytest.approx(
+        1.25 * original.sublayers[0].forward_s)
+
+
+def test_averaging_refuses_what_it_cannot_average(calibrated, tmp_path):
+    import json
+    import shutil
+
+    from simulator.calibrate import CalibrationError
+    from simulator.calibrate_average import average_calibrations
+
+    with pytest.raises(CalibrationError, match="at least two calibration directories"):
+        average_calibrations([calibrated[1]])
+    with pytest.raises(CalibrationError, match=r"plan.json: not found"):
+        average_calibrations([calibrated[1], tmp_path])
+    other = shutil.copytree(calibrated[1], tmp_path / "other")
+    plan = json.loads((other / "plan.json").read_text())
+    plan["num_repeats"] += 1
+    (other / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(CalibrationError, match="calibrated with another plan"):
+        average_calibrations([calibrated[1], other])
+    (other / "plan.json").write_text((calibrated[1] / "plan.json").read_text())
+    (other / "raw-rank-1.json").unlink()
+    with pytest.raises(CalibrationError, match=r"raw-rank-1.json: not found"):
+        average_calibrations([calibrated[1], other])

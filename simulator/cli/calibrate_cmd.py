@@ -11,6 +11,12 @@ compute (the late-receive probe). Writes profile.yaml, hardware.yaml,
 activations.yaml, topology.yaml and calibration.json under --out (docs/validation.md).
 Calibration runs in its own processes, separate from any run later validated.
 
+    pipesim calibrate --average runs/calib-before --average runs/calib-after --out runs/calib
+
+averages earlier calibrations of the same scenarios and options instead of measuring (each
+rank's raw numbers; simulator/calibrate_average.py): on a host whose speed drifts, calibrating
+before and after a run and averaging brackets the state the run saw.
+
 real_runner (torch) is imported inside the command only.
 """
 
@@ -67,11 +73,26 @@ def _sizes(text: str | None) -> list[int] | None:
               help="Topology node name of rank r in the profile's p2p entries.")
 @click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True,
               help="Seconds any process waits for another.")
+@click.option("--average", "average_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="Instead of measuring, average these calibration directories (give it two "
+                   "or more times; same scenarios and options), e.g. one before and one after "
+                   "a run on a host whose speed drifts.")
 def calibrate_cmd(scenarios: tuple[str, ...], nproc: int, backend: str, out_dir: str,
                   sizes: str | None, repeats: int, max_seconds_per_point: float,
-                  compute_seconds: float, gpu_name: str, timeout_s: float) -> None:
+                  compute_seconds: float, gpu_name: str, timeout_s: float,
+                  average_dirs: tuple[str, ...]) -> None:
     """Measure compute and link costs here and write a hardware profile."""
     from rich.console import Console
+
+    if average_dirs:
+        from simulator.calibrate_average import average_calibrations
+
+        if scenarios:
+            raise UserError("--average averages calibrations already measured; give no "
+                            "scenario with it")
+        console = Console()
+        _print(console, average_calibrations(average_dirs, out_dir), Path(out_dir))
+        return
 
     from real_runner.calibration_launch import run_calibration
     from simulator.calibrate import CalibrationPlan
