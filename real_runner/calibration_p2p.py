@@ -21,7 +21,7 @@ further tensor of a message costs (StepPlan.send_overhead_per_tensor_s, recv_pos
 Last, the send call again at a small and a large size while both ranks compute, as pipeline
 ranks do between their sends: the call writes the message into the kernel's socket, and with
 both cores computing that takes longer per byte than with an idle receiver (unshaped loopback
-here: 0.6-0.9 ns per byte against 0.4; StepPlan.send_s_per_byte, from the two sizes' slope).
+here: 0.5-0.9 ns per byte against 0.4; StepPlan.send_s_per_byte, from the two sizes' slope).
 simulator/calibrate.py says why the lower quartile and the fastest of several passes are kept.
 """
 

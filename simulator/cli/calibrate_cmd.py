@@ -5,10 +5,12 @@
 Measures, at every given scenario's shapes, the per-sublayer forward and backward seconds of
 the runner's model, the AttnRes aggregation against its number of sources, what each piece
 saves for backward, point-to-point alpha-beta between every directed rank pair over the
-chosen backend (a ping-pong message-size sweep to receives posted first), the host overhead of
-a send call and of completing a receive, and what a late receive costs more when both ranks
-compute (the late-receive probe). Writes profile.yaml, hardware.yaml,
-activations.yaml, topology.yaml and calibration.json under --out (docs/validation.md).
+chosen backend (a ping-pong message-size sweep to receives posted first), the host time of a
+send call (per message, per tensor, and per byte with both ranks computing) and of completing
+a receive, what moving bytes costs the compute beside it (the traffic-load probe), and what a
+late receive costs more when both ranks compute (the late-receive probe). Writes profile.yaml,
+hardware.yaml, activations.yaml, topology.yaml and calibration.json under --out
+(docs/validation.md).
 Calibration runs in its own processes, separate from any run later validated.
 
     pipesim calibrate --average runs/calib-before --average runs/calib-after --out runs/calib
