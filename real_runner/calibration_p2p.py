@@ -110,7 +110,7 @@ def measure_p2p(rank: int, world_size: int, links: Links, device: torch.device,
     """
     sweeps = []
     work = sublayer_work(plan.shapes[0], device) if plan.sender_busy else None
-    busy_work = sublayer_work(plan.shapes[0], device)
+    busy_work = sublayer_work(plan.shapes[0], device) if plan.busy_send_rounds else None
     sizes = list(plan.message_sizes_bytes)
     for src in range(world_size):
         for dst in range(world_size):
@@ -130,9 +130,9 @@ def measure_p2p(rank: int, world_size: int, links: Links, device: torch.device,
                           for _ in range(plan.num_sweep_passes)]
                 in_place = _in_place_receive(sending, peer, sizes[0], links, device, plan)
                 calls = _call_costs(sending, peer, links, device, plan)
-            busy_sizes = busy_send_sizes(sizes[0]) if plan.busy_send_rounds else []
-            busy_calls = _busy_send_calls(sending, peer, busy_sizes, links, device, plan,
-                                          busy_work)
+            busy_sizes = busy_send_sizes(sizes[0]) if busy_work is not None else []
+            busy_calls = [] if busy_work is None else _busy_send_calls(
+                sending, peer, busy_sizes, links, device, plan, busy_work)
             if sending:
                 best = [min(per_size, key=lambda r: r[0]) for per_size in zip(*passes)]
                 (ack_round_trip_s, _), rest = best[0], best[1:]
@@ -334,9 +334,7 @@ def _busy_send_calls(sender: bool, peer: int, sizes: list[int], links: Links,
     `work` (the runner's sublayer) before each send, the receiver runs it in a thread while
     its main thread waits on receives it posted ahead, as a pipeline rank's inbound link does
     while the rank computes. Sizes alternate; `plan.busy_send_rounds` each after warm-up.
-    Returns [] on the receiver and without sizes."""
-    if not sizes:
-        return []
+    Returns [] on the receiver."""
     messages = [torch.ones(max(1, n // 4), dtype=torch.float32, device=device) for n in sizes]
     order = [i for _ in range(plan.num_warmup + plan.busy_send_rounds)
              for i in range(len(sizes))]
