@@ -19,8 +19,8 @@ from any run that is later validated. Each one:
    (real_runner/calibration_p2p.py; simulator/calibrate.py says why);
 5. probes what a receive posted after its send costs more when both ranks computed just before
    it (for programs that post receives late; the rendezvous protocol charges it);
-6. probes how much a transfer in flight slows the compute of its two ends (the host work of
-   moving bytes runs on the cores that compute; real_runner/calibration_traffic.py).
+6. probes how much traffic slows the compute of its two ends and what CPU its threads take (the
+   host work of moving bytes runs on the cores that compute; real_runner/calibration_traffic.py).
 
 All ranks time compute at the same time, as pipeline ranks compute at the same time; the
 point-to-point sweep runs one pair at a time while the other ranks wait at a barrier.
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         dist.barrier()
         sweeps = measure_p2p(rank, world, links, device, plan)
         late = measure_late_receive(rank, links, device, plan)
-        traffic = measure_traffic_load(rank, links, device, plan, sweeps)
+        traffic = measure_traffic_load(rank, links, device, plan)
         result = RankMeasurements(
             rank=rank, world_size=world, backend=plan.backend, device=_describe(device),
             hostname=socket.gethostname(), num_threads=torch.get_num_threads(),

@@ -9,15 +9,18 @@ slower in runs whose link was busy (docs/accuracy-report.md).
 
 The probe, ranks 0 -> 1, in rounds that alternate idle and loaded (so a slow spell of a shared
 host weighs on both alike), each after a barrier: both ranks time the runner's attention
-sublayer forward and backward, `calls` times in a row (their window). In a loaded round rank 0
-first posts a stream of messages to rank 1 sized to outlast the window at the link's swept
-bandwidth, and rank 1 has posted the receives; the stream's tensors are the scenario's
-activation planes, as the runner's boundary messages are (per-tensor work counts). The bytes
-moved during a rank's window are its length times the rate rank 1's completions show over
-rank 1's window (linearly interpolated; a sender's completions run ahead of the link while
-socket buffers fill). Each rank reports, as medians of rounds, its window idle and loaded, the
-CPU time its other threads (the communication library's, the link's) took during each, and
-those bytes. Per byte moved, by a sender (rank 0) or a receiver (rank 1):
+sublayer forward and backward, `calls` times in a row (their window). In a loaded round rank 1
+has posted the receives of `calls` messages, and rank 0 sends one after each of its calls, as a
+pipeline rank sends between its computes: PLANES_PER_MESSAGE of the scenario's activation
+planes, one tensor each, as the runner's boundary messages are (per-message and per-tensor work
+count: at the receiver a stream of a few large messages cost 0.2-0.3 ns per byte, this cadence
+0.6-0.75, closer to the 1.1 ns a full-naive run's threads took per byte sent or received). The
+send calls are not part of the window (the send's own host time is measured apart). The bytes
+moved during a rank's window are its length times the rate rank 1's completions show over rank
+1's window (linearly interpolated; on a slow link the messages queue and the completions show
+the link's rate). Each rank reports, as medians of rounds, its window idle and loaded, the CPU
+time its other threads (the communication library's, the link's) took during each, and those
+bytes. Per byte moved, by a sender (rank 0) or a receiver (rank 1):
 
 - the compute slowdown: (loaded - idle window) / bytes, what a GPU's kernels lose;
 - the communication threads' CPU: (loaded - idle helper CPU) / bytes. On a CPU host whose ranks
@@ -26,7 +29,7 @@ those bytes. Per byte moved, by a sender (rank 0) or a receiver (rank 1):
 
 StepPlan.send_cpu_s_per_byte / recv_cpu_s_per_byte are the larger of the two on a CPU device (the
 kernel's own work, a token bucket's above all, is not the process's CPU: under the 200 Mbit/s
-bucket the sender's compute lost 8-26 ns per byte while its threads took 1-1.5), the first on a
+bucket the sender's compute lost 18-24 ns per byte while its threads took 0.7-1.3), the first on a
 GPU (simulator/calibrate_files.py); the engine charges them for the part of each transfer that
 overlaps its ranks' compute.
 """
@@ -45,26 +48,20 @@ import torch.distributed as dist
 
 from real_runner.calibration_p2p import sublayer_work
 from real_runner.p2p import Links, Receipt
-from simulator.calibrate import CalibrationPlan, P2PSweep, TrafficLoadProbe, fit_sweep
+from simulator.calibrate import CalibrationPlan, TrafficLoadProbe
 
-__all__ = ["measure_traffic_load", "WINDOW_S", "STREAM_MARGIN"]
+__all__ = ["measure_traffic_load", "WINDOW_S", "PLANES_PER_MESSAGE"]
 
 WINDOW_S = 0.04
 """About how long each rank computes per round."""
-STREAM_MARGIN = 3.0
-"""The stream carries this many windows' worth of bytes at the swept bandwidth."""
-MAX_STREAM_BYTES = 256 << 20
-"""Cap on one round's stream (a fast loopback moves gigabytes per second)."""
-NUM_MESSAGES = 16
-"""Messages per stream (completion times every 1/16 of it)."""
-MAX_STREAM_TENSORS = 2048
-"""Cap on one round's tensors: beyond it a tensor carries several activation planes (posting
-thousands of receives would take longer than the window)."""
+PLANES_PER_MESSAGE = 4
+"""Tensors (activation planes) per message: a Block AttnRes boundary carries a few, the standard
+residual's one."""
 
 
-def measure_traffic_load(rank: int, links: Links, device: torch.device, plan: CalibrationPlan,
-                         sweeps: list[P2PSweep]) -> TrafficLoadProbe | None:
-    """Compute slowdown under a stream 0 -> 1 (collective: every rank calls it).
+def measure_traffic_load(rank: int, links: Links, device: torch.device,
+                         plan: CalibrationPlan) -> TrafficLoadProbe | None:
+    """Compute slowdown and threads' CPU under traffic 0 -> 1 (collective: every rank calls it).
 
     Returns the probe on ranks 0 (sender) and 1 (receiver), None elsewhere and everywhere with
     0 rounds or a single process.
@@ -77,12 +74,12 @@ def measure_traffic_load(rank: int, links: Links, device: torch.device, plan: Ca
     started = time.perf_counter()
     work()
     calls = max(4, math.ceil(WINDOW_S / max(time.perf_counter() - started, 1e-6)))
-    # Everyone agrees on the window's length and the stream's size: rank 0's.
-    agreed = torch.tensor([float(calls), float(_stream_bytes(rank, sweeps))],
-                          dtype=torch.float64, device=device)  # NCCL broadcasts device tensors
+    # Everyone agrees on the window's length: rank 0's.
+    agreed = torch.tensor([float(calls)], dtype=torch.float64,
+                          device=device)  # NCCL broadcasts device tensors
     dist.broadcast(agreed, src=0)
-    calls, stream_bytes = int(agreed[0]), int(agreed[1])
-    tensor_elems, per_message = stream_layout(stream_bytes, plan.shapes[0].plane_bytes)
+    calls = int(agreed[0])
+    tensor_elems = max(1, plan.shapes[0].plane_bytes // 4)
     idle, loaded, moved, idle_cpu, loaded_cpu = [], [], [], [], []
     for round_index in range(2 * plan.traffic_rounds):
         busy = round_index % 2 == 1
@@ -90,14 +87,14 @@ def measure_traffic_load(rank: int, links: Links, device: torch.device, plan: Ca
         if rank > 1:
             continue
         if not busy:
-            start, end, helper_s = _window(work, calls)
-            idle.append(end - start)
+            start, end, work_s, helper_s = _window(work, calls)
+            idle.append(work_s)
             idle_cpu.append(helper_s)
             continue
-        stream = _Stream(rank, links, device, tensor_elems, per_message)
-        start, end, helper_s = _window(work, calls)
+        stream = _Stream(rank, links, device, tensor_elems, calls)
+        start, end, work_s, helper_s = _window(work, calls, stream.send if rank == 0 else None)
         stream.finish()
-        loaded.append(end - start)
+        loaded.append(work_s)
         loaded_cpu.append(helper_s)
         moved.append(_link_rate(rank, links, device, stream, start, end) * (end - start))
     dist.barrier()
@@ -109,25 +106,6 @@ def measure_traffic_load(rank: int, links: Links, device: torch.device, plan: Ca
         bytes_moved=statistics.median(moved), num_rounds=plan.traffic_rounds,
         tensor_bytes=4 * tensor_elems, idle_helper_cpu_s=statistics.median(idle_cpu),
         loaded_helper_cpu_s=statistics.median(loaded_cpu))
-
-
-def stream_layout(stream_bytes: int, plane_bytes: int) -> tuple[int, int]:
-    """(fp32 elements per tensor, tensors per message) of a stream of about `stream_bytes`:
-    tensors of one activation plane, or of several once the stream would exceed
-    MAX_STREAM_TENSORS, in NUM_MESSAGES messages."""
-    planes = max(1, math.ceil(stream_bytes / max(plane_bytes, 1) / MAX_STREAM_TENSORS))
-    tensor_elems = max(1, planes * plane_bytes // 4)
-    tensors = max(NUM_MESSAGES, math.ceil(stream_bytes / (4 * tensor_elems)))
-    return tensor_elems, math.ceil(tensors / NUM_MESSAGES)
-
-
-def _stream_bytes(rank: int, sweeps: list[P2PSweep]) -> int:
-    """Rank 0 (which swept 0 -> 1): bytes lasting STREAM_MARGIN windows at that bandwidth."""
-    sweep = next((s for s in sweeps if (s.src_rank, s.dst_rank) == (0, 1)), None)
-    if rank != 0 or sweep is None:
-        return 0
-    bandwidth = fit_sweep(sweep).bandwidth_bytes_per_s
-    return int(min(MAX_STREAM_BYTES, max(NUM_MESSAGES * 4, STREAM_MARGIN * WINDOW_S * bandwidth)))
 
 
 def _link_rate(rank: int, links: Links, device: torch.device, stream: _Stream, start_s: float,
@@ -147,43 +125,49 @@ def _link_rate(rank: int, links: Links, device: torch.device, stream: _Stream, s
     return float(rate[0])
 
 
-def _window(work: Callable[[], None], calls: int) -> tuple[float, float, float]:
-    """Run `work` `calls` times on this thread; (start, end) perf_counter seconds and the CPU
-    seconds the process's other threads took meanwhile."""
+def _window(work: Callable[[], None], calls: int,
+            after: Callable[[int], None] | None = None) -> tuple[float, float, float, float]:
+    """Run `work` `calls` times on this thread, `after(i)` after the i-th (untimed); (start,
+    end) perf_counter seconds, the seconds `work` took, and the CPU seconds the process's other
+    threads took meanwhile."""
     process_s, thread_s = time.process_time(), time.thread_time()
     start = time.perf_counter()
-    for _ in range(calls):
+    work_s = 0.0
+    for i in range(calls):
+        t0 = time.perf_counter()
         work()
+        work_s += time.perf_counter() - t0
+        if after is not None:
+            after(i)
     end = time.perf_counter()
     helper_s = (time.process_time() - process_s) - (time.thread_time() - thread_s)
-    return start, end, max(0.0, helper_s)
+    return start, end, work_s, max(0.0, helper_s)
 
 
 class _Stream:
-    """One round's stream on its rank: rank 0 sends NUM_MESSAGES messages, rank 1 receives
-    them and records when each completes."""
+    """One loaded round's messages on its rank: rank 0 sends them one at a time (`send`), rank 1
+    has posted their receives and records when each completes."""
 
     def __init__(self, rank: int, links: Links, device: torch.device, tensor_elems: int,
-                 per_message: int) -> None:
-        self.message_bytes = tensor_elems * 4 * per_message
+                 num_messages: int) -> None:
+        self.message_bytes = tensor_elems * 4 * PLANES_PER_MESSAGE
         self.posted_s = time.perf_counter()
         self.done_s: list[float] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._links = links
-        buffers = [[torch.ones(tensor_elems, dtype=torch.float32, device=device)
-                    for _ in range(per_message)] for _ in range(NUM_MESSAGES)]
-        if rank == 0:
-            self._send = True
-            for message in buffers:
-                links.isend(1, message, lambda _end_s: None)
-        else:
-            self._send = False
-            receipts = [links.post_recv(0, message) for message in buffers]
+        self._messages = [[torch.ones(tensor_elems, dtype=torch.float32, device=device)
+                           for _ in range(PLANES_PER_MESSAGE)] for _ in range(num_messages)]
+        self._send = rank == 0
+        if not self._send:
+            receipts = [links.post_recv(0, message) for message in self._messages]
             self._thread = threading.Thread(target=self._wait_all, args=(receipts,),
                                             name="traffic-probe", daemon=True)
             self._thread.start()
-        self._buffers = buffers
+
+    def send(self, index: int) -> None:
+        """Rank 0: send message `index`."""
+        self._links.isend(1, self._messages[index], lambda _end_s: None)
 
     def _completed(self, end_s: float) -> None:
         with self._lock:

@@ -186,15 +186,3 @@ def test_a_cpu_profile_charges_at_least_the_threads_cpu_and_a_gpu_one_the_slowdo
     costs = _traffic_costs([rank])
     assert costs["send_cpu_s_per_byte"] == pytest.approx(expected)
     assert costs["recv_cpu_s_per_byte"] == 0.0
-
-
-def test_the_stream_is_made_of_activation_planes():
-    from real_runner.calibration_traffic import MAX_STREAM_TENSORS, NUM_MESSAGES, stream_layout
-
-    elems, per_message = stream_layout(3_000_000, 131072)
-    assert elems * 4 == 131072 and per_message * NUM_MESSAGES * 131072 >= 3_000_000
-    elems, per_message = stream_layout(1000, 131072)  # never fewer than one per message
-    assert (elems, per_message) == (32768, 1)
-    elems, per_message = stream_layout(600_000_000, 131072)  # too many planes: several each
-    assert elems * 4 % 131072 == 0 and elems * 4 > 131072
-    assert per_message * NUM_MESSAGES <= MAX_STREAM_TENSORS + NUM_MESSAGES
