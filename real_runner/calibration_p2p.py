@@ -35,6 +35,7 @@ from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
 from real_runner.distributed import synchronize
 from real_runner.model import TORCH_DTYPES, ModelSpec, Sublayer
@@ -235,20 +236,29 @@ def _round_trips(sender: bool, peer: int, num_bytes: int, links: Links, device: 
             i >= plan.num_warmup + 3
             and time.perf_counter() - started > plan.max_seconds_per_point)
         message[0] = 0.0 if done else 1.0
-        ack_receipt = links.post_recv(peer, [ack])
-        time.sleep(SENDER_DELAY_S)
-        t0 = time.perf_counter()
-        links.isend(peer, [message], lambda _end_s: None)
-        t1 = time.perf_counter()
-        links.wait_recv(peer, ack_receipt)
-        t2 = time.perf_counter()
-        links.drain()
+        call_s, round_trip_s = _send_for_ack(peer, [message], ack, links)
         if i >= plan.num_warmup:
-            round_trips.append(t2 - t0)
-            calls.append(t1 - t0)
+            round_trips.append(round_trip_s)
+            calls.append(call_s)
         i += 1
         if done:
             return _lower_quartile(round_trips), statistics.median(calls)
+
+
+def _send_for_ack(peer: int, tensors: list[Tensor], ack: Tensor, links: Links
+                  ) -> tuple[float, float]:
+    """The sender's side of one timed round: post the ack's receive, wait SENDER_DELAY_S (so the
+    peer's receive is posted), send `tensors` and wait for the ack. Returns (seconds of the send
+    call, seconds from the send call to the ack's arrival)."""
+    ack_receipt = links.post_recv(peer, [ack])
+    time.sleep(SENDER_DELAY_S)
+    t0 = time.perf_counter()
+    links.isend(peer, tensors, lambda _end_s: None)
+    t1 = time.perf_counter()
+    links.wait_recv(peer, ack_receipt)
+    t2 = time.perf_counter()
+    links.drain()
+    return t1 - t0, t2 - t0
 
 
 def _in_place_receive(sender: bool, peer: int, num_bytes: int, links: Links,
@@ -261,11 +271,7 @@ def _in_place_receive(sender: bool, peer: int, num_bytes: int, links: Links,
     rounds = max(3, plan.num_repeats)
     if sender:
         for _ in range(rounds):
-            ack_receipt = links.post_recv(peer, [ack])
-            time.sleep(SENDER_DELAY_S)
-            links.isend(peer, [message], lambda _end_s: None)
-            links.wait_recv(peer, ack_receipt)
-            links.drain()
+            _send_for_ack(peer, [message], ack, links)
         return float(ack[0])
     waits = []
     receipt = links.post_recv(peer, [message])
@@ -297,13 +303,7 @@ def _call_costs(sender: bool, peer: int, links: Links, device: torch.device,
         timed: list[float] = []
         for _ in range(plan.num_warmup + rounds):
             if sender:
-                ack_receipt = links.post_recv(peer, [ack])
-                time.sleep(SENDER_DELAY_S)
-                t0 = time.perf_counter()
-                links.isend(peer, tensors, lambda _end_s: None)
-                timed.append(time.perf_counter() - t0)
-                links.wait_recv(peer, ack_receipt)
-                links.drain()
+                timed.append(_send_for_ack(peer, tensors, ack, links)[0])
             else:
                 t0 = time.perf_counter()
                 receipt = links.post_recv(peer, tensors)

@@ -287,9 +287,8 @@ class LateReceiveProbe(_Strict):
 
 
 class TrafficLoadProbe(_Strict):
-    """How much a transfer stream 0 -> 1 slowed one end's compute and what CPU its
-    communication threads took (real_runner/calibration_traffic.py): medians over rounds,
-    measured by that end."""
+    """How much traffic 0 -> 1 slowed one end's compute and what CPU its communication threads
+    took (real_runner/calibration_traffic.py): medians over rounds, measured by that end."""
 
     src_rank: int
     dst_rank: int
@@ -299,12 +298,12 @@ class TrafficLoadProbe(_Strict):
     idle_s: float
     """The window with the link idle."""
     loaded_s: float
-    """The window while the stream flowed."""
+    """The window while messages flowed (their send calls left out)."""
     bytes_moved: float
     """Bytes this end completed during its loaded window."""
     num_rounds: int
     tensor_bytes: int = 0
-    """Bytes of each tensor of the stream (an activation plane; 0 in older records)."""
+    """Bytes of each tensor of the messages (an activation plane; 0 in older records)."""
     idle_helper_cpu_s: float = 0.0
     """CPU seconds this end's other threads took during its idle window."""
     loaded_helper_cpu_s: float = 0.0
@@ -313,16 +312,18 @@ class TrafficLoadProbe(_Strict):
     @property
     def cpu_s_per_byte(self) -> float:
         """Compute seconds lost per byte moved (never below zero)."""
-        if self.bytes_moved <= 0:
-            return 0.0
-        return max(0.0, self.loaded_s - self.idle_s) / self.bytes_moved
+        return self._per_byte(self.idle_s, self.loaded_s)
 
     @property
     def helper_cpu_s_per_byte(self) -> float:
         """CPU seconds the communication threads took per byte moved (never below zero)."""
+        return self._per_byte(self.idle_helper_cpu_s, self.loaded_helper_cpu_s)
+
+    def _per_byte(self, idle_s: float, loaded_s: float) -> float:
+        """(loaded - idle) seconds per byte moved, at least 0 (0 when nothing moved)."""
         if self.bytes_moved <= 0:
             return 0.0
-        return max(0.0, self.loaded_helper_cpu_s - self.idle_helper_cpu_s) / self.bytes_moved
+        return max(0.0, loaded_s - idle_s) / self.bytes_moved
 
 
 class ShapeMeasurements(_Strict):

@@ -178,9 +178,8 @@ def _send_overhead_s(sweeps: list[P2PSweep]) -> float:
     """The send call's fixed host time: from the busy send probe where it ran (its bytes are
     then charged per byte), else the idle sweep's median call."""
     busy = [s.busy_send_overhead_s for s in sweeps if s.busy_send_overhead_s is not None]
-    if busy:
-        return statistics.median(busy)
-    return _median_or_zero([statistics.median(s.send_call_s) for s in sweeps if s.send_call_s])
+    return _median_or_zero(busy or [statistics.median(s.send_call_s) for s in sweeps
+                                    if s.send_call_s])
 
 
 def _median_or_zero(values: list[float]) -> float:
