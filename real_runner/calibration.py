@@ -6,9 +6,11 @@ from any run that is later validated. Each one:
 1. times, at every shape of the plan, the runner's modules (real_runner/model.py,
    residual.py) the way the executor runs them: forward inside the runner's saved-tensor
    tracker, backward through `torch.autograd.backward`, fresh input leaves each repetition,
-   warm-up first, trimmed means kept (a step is a sum of them; simulator.calibrate.trimmed_mean); the pieces take turns in rounds for at least
-   `min_compute_seconds`, so a shared host's slow spells weigh on all of them alike. Pieces: an attention sublayer, an MLP sublayer, the embedding,
-   the head (final norm, LM head, loss) and the AttnRes aggregation over k = 1..max sources;
+   warm-up first, trimmed means kept (a step is a sum of them; simulator.calibrate.trimmed_mean);
+   the pieces take turns in rounds for at least `min_compute_seconds`, so a shared host's slow
+   spells weigh on all of them alike. Pieces: an attention sublayer, an MLP sublayer, the
+   embedding, the head (final norm, LM head, loss) and the AttnRes aggregation over k = 1..max
+   sources;
 2. records what each piece saves for backward, counted like the runner's tracker (storages,
    once, parameters excluded), with its inputs' storages set apart;
 3. measures a matmul's FLOP/s and an elementwise add's bytes/s (the cost model's roofline);

@@ -9,9 +9,9 @@ operations per peer; the receiver then checks that the message is the one it exp
 partner action and the byte count) and raises a `ScheduleError` naming both ends otherwise.
 A delivered message may also lengthen each end's next compute by what moving its bytes took
 from the cores that end computed on (StepPlan.send_cpu_s_per_byte, recv_cpu_s_per_byte; zero by
-default). When a rank finishes its last backward it joins the ring all-reduce of its gradients (2(d-1)
-steps per (pipeline rank, TP rank) position, each a flow to the next replica) while other ranks
-may still compute. If the event queue empties while a process still waits, the schedule
+default). When a rank finishes its last backward it joins the ring all-reduce of its gradients
+(2(d-1) steps per (pipeline rank, TP rank) position, each a flow to the next replica) while
+other ranks may still compute. If the event queue empties while a process still waits, the schedule
 deadlocked: the error lists every rank's blocked action.
 
 How it stays fast (a 1,024-GPU step is about 1.8 million events; docs/simulator.md, Speed):

@@ -25,7 +25,6 @@ from typing import Any
 
 from simulator.costs import CostModel
 from simulator.engine import RankMemoryPlan, StepPlan, simulate_plan
-from simulator.step_plan import HOST_COST_FIELDS
 from simulator.errors import ScenarioError
 from simulator.fabric import Fabric, fabric_from_topology, ideal_fabric, symmetric_fabric
 from simulator.hardware import HardwareSpec, load_hardware
@@ -35,6 +34,7 @@ from simulator.memory import memory_model
 from simulator.results import SimulationResult
 from simulator.scenario import Scenario
 from simulator.schedule import build_schedule
+from simulator.step_plan import HOST_COST_FIELDS
 
 __all__ = ["IDEAL_TOPOLOGY", "resolve_fabric", "build_plan", "simulate"]
 
@@ -109,7 +109,8 @@ def build_plan(scenario: Scenario, hardware: HardwareSpec, fabric: Fabric, *,
     return StepPlan(
         schedule=schedule, num_replicas=num_replicas, tensor_parallel=par.tensor_parallel,
         forward_s=tuple(c.forward_s for c in costs), backward_s=tuple(c.backward_s for c in costs),
-        send_bytes=send_bytes, send_tensors=send_tensors, allreduce_step_bytes=steps, ring_size=ring_size, memory=memory,
+        send_bytes=send_bytes, send_tensors=send_tensors, allreduce_step_bytes=steps,
+        ring_size=ring_size, memory=memory,
         fabric=fabric, name=scenario.name, record_link_timeline=record_link_timeline,
         **_host_overheads(hardware))
 
