@@ -19,6 +19,12 @@ What to send (`blocks_to_send`) is decided from the sender's own bookkeeping at 
 - cached-own: also not any block the peer produced itself. A block's producer (its origin rank)
   travels in the header the first time the block crosses a link, so every holder knows it.
 
+A receiver posts a forward message's receives before the message exists (real_runner/p2p.py), so
+it sizes them from the layout: `expected_payload` replays the sender's rule over the transfers
+between the two ranks, in chunk order. That is a guess about the peer, never trusted: the
+header, which the sender writes from its own state, must list the same blocks, or the receive
+fails naming both.
+
 The header (int64, fixed length N + 5) tells the receiver what the payload holds:
   [src_chunk, microbatch, has_partial, num_wire_blocks, code(b_0), ..., code(b_N)]
 with code = -1 (not in the sender's state), -2 (the receiver holds it: take it from the store),
@@ -34,11 +40,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from simulator.layout import Layout
+
 __all__ = [
     "StoredBlock",
     "BlockStore",
     "WireHeader",
     "blocks_to_send",
+    "expected_payload",
     "encode_header",
     "decode_header",
     "header_length",
@@ -135,6 +144,26 @@ def blocks_to_send(mode: str, blocks: list[int], origins: dict[int, int], peer: 
             skip = block in already_sent or origins[block] == peer
         (held if skip else wire).append(block)
     return wire, held
+
+
+def expected_payload(layout: Layout, mode: str, dst_chunk: int) -> tuple[list[int], bool]:
+    """(wire blocks, whether a partial sum follows) of the forward message into `dst_chunk`, as
+    the sender's `blocks_to_send` will choose them: its earlier transfers to the same rank, in
+    chunk order, make its `already_sent`; a block's origin is the rank whose chunk completed it.
+    """
+    sender, receiver = layout.chunk_rank(dst_chunk - 1), layout.chunk_rank(dst_chunk)
+    origins: dict[int, int] = {}
+    already_sent: set[int] = set()
+    wire: list[int] = []
+    for c in range(1, dst_chunk + 1):
+        origins.update(dict.fromkeys(layout.blocks_completed_in(c - 1), layout.chunk_rank(c - 1)))
+        if layout.chunk_rank(c - 1) != sender or layout.chunk_rank(c) != receiver:
+            continue
+        wire, _ = blocks_to_send(mode, list(layout.completed_blocks(c - 1)), origins, receiver,
+                                 already_sent)
+        if mode != "naive":
+            already_sent.update(wire)
+    return wire, layout.mid_block(dst_chunk - 1)
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ Receives are posted ahead of need (`post_recv`) and waited for later (`wait_recv
 does both. On gloo a receive posted after its send costs a handshake through both ranks'
 communication threads, which on a host whose cores all compute takes milliseconds
 (docs/accuracy-report.md), so the executor posts each receive as soon as the ones before it
-from the same peer are posted. A receive whose size is known only from an earlier message (an
-AttnRes payload after its header) is posted by the inbound link's poster thread the moment that
-message has arrived (`then=`), so the rank need not be waiting for it.
+from the same peer are posted. A message of many tensors can be posted by the inbound link's
+poster thread instead (`background=True`), so the rank does not spend its own time on the
+posting calls.
 """
 
 from __future__ import annotations
@@ -75,12 +75,10 @@ class _SendLink:
 
 
 class Receipt:
-    """Receives posted on one inbound link: `tensors` fill in order; `then` (optional) maps the
-    filled tensors to further tensors to receive right after them."""
+    """Receives posted on one inbound link: `tensors` fill in order."""
 
-    def __init__(self, tensors: list[Tensor],
-                 then: Callable[[list[Tensor]], list[Tensor]] | None) -> None:
-        self.tensors, self.then = list(tensors), then
+    def __init__(self, tensors: list[Tensor], background: bool) -> None:
+        self.tensors, self.background = list(tensors), background
         self.works: list[dist.Work] = []
         """The posted receives not waited for yet."""
         self.posted = threading.Event()
@@ -90,9 +88,9 @@ class Receipt:
 class _RecvLink:
     """One inbound directed link: its process group and the thread that posts receives in order.
 
-    A receipt without `then` is posted by the caller itself when nothing is queued before it
-    (no thread hop); otherwise the poster thread posts it, waiting for a receipt's first tensors
-    before posting what `then` returns. Either way receives are posted in submission order.
+    A receipt is posted by the caller itself when nothing is queued before it and it is not
+    marked `background` (no thread hop); otherwise the poster thread posts it. Either way
+    receives are posted in submission order.
     """
 
     def __init__(self, group: dist.ProcessGroup, src: int, device: torch.device) -> None:
@@ -107,7 +105,7 @@ class _RecvLink:
 
     def submit(self, receipt: Receipt) -> None:
         with self.lock:
-            if self.queued == 0 and receipt.then is None:
+            if self.queued == 0 and not receipt.background:
                 self._post(receipt)
                 return
             self.queued += 1
@@ -118,12 +116,6 @@ class _RecvLink:
             if self.error is not None:
                 raise self.error
             receipt.works = self._irecv(receipt.tensors)
-            if receipt.then is not None:
-                for work in receipt.works:
-                    wait_until_complete(work, self.device)
-                more = receipt.then(receipt.tensors)
-                receipt.tensors += more
-                receipt.works = self._irecv(more)  # gloo's wait() must not run twice
         except Exception as exc:  # reported to the waiting caller by Links.wait_recv
             error = exc if isinstance(exc, LinkError) else \
                 LinkError(self.src, f"receive from rank {self.src} failed: {exc}")
@@ -181,17 +173,16 @@ class Links:
         self.wait_recv(src, self.post_recv(src, tensors))
 
     def post_recv(self, src: int, tensors: list[Tensor],
-                  then: Callable[[list[Tensor]], list[Tensor]] | None = None) -> Receipt:
+                  background: bool = False) -> Receipt:
         """Post receives into `tensors` from `src` without waiting; pass the result to
-        `wait_recv`. With `then`, once `tensors` are filled the poster thread receives into
-        `then(tensors)` next. Receives from one peer match its sends in posting order."""
-        receipt = Receipt(tensors, then)
+        `wait_recv`. With `background`, the link's poster thread makes the posting calls.
+        Receives from one peer match its sends in posting order."""
+        receipt = Receipt(tensors, background)
         self._recvs[src].submit(receipt)
         return receipt
 
     def wait_recv(self, src: int, receipt: Receipt) -> list[Tensor]:
-        """Block until the receives of `receipt` have filled their tensors; returns them all
-        (`then`'s after the first ones)."""
+        """Block until the receives of `receipt` have filled their tensors; returns them."""
         receipt.posted.wait()
         if receipt.error is not None:
             raise receipt.error

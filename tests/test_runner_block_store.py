@@ -14,9 +14,12 @@ from real_runner.block_store import (
     blocks_to_send,
     decode_header,
     encode_header,
+    expected_payload,
     header_length,
 )
 from real_runner.saved_tensors import SavedTensorTracker
+from simulator.layout import Layout
+from simulator.manifest import build_manifest_for_layout
 
 CPU = torch.device("cpu")
 
@@ -42,6 +45,38 @@ def test_cached_own_also_skips_blocks_the_peer_produced():
         [0, 2], [1])
     assert blocks_to_send("cached-own", [0, 1, 2], origins, peer=2, already_sent={0}) == (
         [1], [0, 2])
+
+
+def test_expected_payload_replays_the_senders_rule_by_hand():
+    # P = 2, V = 2, L = 8, S = 2: chunk c holds sublayers 2c+1..2c+2 and completes block c+1.
+    layout = Layout(num_sublayers=8, num_stages=2, num_virtual_stages=2,
+                    chunk_sublayer_counts=(2, 2, 2, 2), block_size=2)
+    assert expected_payload(layout, "naive", 2) == ([0, 1, 2], False)
+    # Rank 1 -> 0, its first transfer: b0 is rank 0's own embedding; b1 (rank 0's) still goes.
+    assert expected_payload(layout, "cached", 2) == ([1, 2], False)
+    # Rank 0 -> 1 again: b0 and b1 went with chunk 1's input; b2 came from rank 1 itself.
+    assert expected_payload(layout, "cached", 3) == ([2, 3], False)
+    assert expected_payload(layout, "cached-own", 3) == ([3], False)
+    # S = 3 cuts block 1 after sublayer 2: a partial sum follows.
+    uneven = Layout(num_sublayers=8, num_stages=2, num_virtual_stages=2,
+                    chunk_sublayer_counts=(2, 2, 2, 2), block_size=3)
+    assert expected_payload(uneven, "naive", 1) == ([0], True)
+
+
+@pytest.mark.parametrize("stages,virtual,block_size,counts", [
+    (2, 1, 1, (3, 5)), (2, 2, 3, (3, 1, 2, 2)), (3, 2, 2, (2, 2, 1, 3, 2, 2)),
+    (4, 2, 2, (1,) * 8), (4, 3, 4, (2,) * 12), (3, 1, 5, (4, 4, 4))])
+def test_expected_payload_agrees_with_the_manifest(stages, virtual, block_size, counts):
+    # Two separate accountings of one rule: the runner's sender replay and the simulator's
+    # per-rank holdings (simulator/manifest.py).
+    layout = Layout(num_sublayers=sum(counts), num_stages=stages, num_virtual_stages=virtual,
+                    chunk_sublayer_counts=counts, block_size=block_size)
+    manifest = build_manifest_for_layout(layout, 4, "block", "naive")
+    for mode in ("naive", "cached", "cached-own"):
+        for hop in manifest.forward():
+            wire, partial = expected_payload(layout, mode, hop.dst_chunk)
+            assert hop.names(mode) == tuple(f"b{j}" for j in wire) + (
+                ("partial",) if partial else ()), (mode, hop.dst_chunk)
 
 
 def test_header_round_trip_and_length():
