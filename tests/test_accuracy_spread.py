@@ -1,0 +1,48 @@
+"""benchmarks/accuracy_spread.py: several accuracy passes side by side.
+
+    python -m pytest tests/test_accuracy_spread.py -q
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("accuracy_spread",
+                                               ROOT / "benchmarks" / "accuracy_spread.py")
+spread = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(spread)
+
+
+def _pass(directory: Path, errors: dict[str, float], attributed: float = -2.0) -> Path:
+    rows = [{"link": "unshaped", "scenario": name, "bytes_exact": True, "step_error_pct": error,
+             "run_compute_step_error_pct": attributed} for name, error in errors.items()]
+    directory.mkdir()
+    (directory / "accuracy.json").write_text(json.dumps({"rows": rows, "summary": []}))
+    return directory
+
+
+def test_per_run_median_range_and_targets(tmp_path):
+    first = _pass(tmp_path / "a", {"x": -10.0, "y": 2.0})
+    second = _pass(tmp_path / "b", {"x": -4.0, "y": 4.0})
+    third = _pass(tmp_path / "c", {"x": -6.0, "y": 30.0})
+    lines = spread.report(spread.load_passes([first, second, third]))
+    assert "| unshaped | x | -10.0% | -4.0% | -6.0% | -6.0% | 6.0 | -2.0% |" in lines
+    assert "| unshaped | y | +2.0% | +4.0% | +30.0% | +4.0% | 28.0 | -2.0% |" in lines
+    text = "\n".join(lines)
+    # Pooled |errors| 2, 4, 4, 6, 10, 30: median 5.0, worst 30; per-run medians 6 and 4.
+    assert "every run of every pass: median |error| 5.0% (met), worst 30.0% (missed)" in text
+    assert "per-run median over the passes: median |error| 5.0% (met), worst 6.0% (met)" in text
+    assert "bias) over every run: +2.7%" in text
+
+
+def test_missing_or_foreign_pass_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="accuracy.json: not found"):
+        spread.load_passes([tmp_path])
+    (tmp_path / "accuracy.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="not an accuracy benchmark result"):
+        spread.load_passes([tmp_path])
