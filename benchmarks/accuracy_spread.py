@@ -51,18 +51,18 @@ def by_run(passes: list[list[dict[str, object]]], field: str) -> dict[Key, list[
     return values
 
 
-def targets(label: str, errors: list[float]) -> str:
-    """One summary line: median and worst |error| against the targets."""
+def targets(label: str, errors: list[float], judged: bool = True) -> str:
+    """One summary line: median and worst |error|, against the targets when `judged`."""
     if not errors:
         return f"{label}: n/a"
     median, worst = statistics.median(map(abs, errors)), max(map(abs, errors))
-    verdict = lambda ok: "met" if ok else "missed"  # noqa: E731
-    return (f"{label}: median |error| {median:.1f}% ({verdict(median <= TARGET_MEDIAN_PCT)}), "
-            f"worst {worst:.1f}% ({verdict(worst <= TARGET_WORST_PCT)}), {len(errors)} values")
+    verdict = lambda ok: (" (met)" if ok else " (missed)") if judged else ""  # noqa: E731
+    return (f"{label}: median |error| {median:.1f}%{verdict(median <= TARGET_MEDIAN_PCT)}, "
+            f"worst {worst:.1f}%{verdict(worst <= TARGET_WORST_PCT)}, {len(errors)} values")
 
 
-def report(passes: list[list[dict[str, object]]]) -> list[str]:
-    """The table and the summary lines."""
+def report(passes: list[list[dict[str, object]]]) -> tuple[list[str], list[str]]:
+    """The table's lines and the summary lines."""
     steps = by_run(passes, "step_error_pct")
     attributed = by_run(passes, "run_compute_step_error_pct")
     n = len(passes)
@@ -85,14 +85,14 @@ def report(passes: list[list[dict[str, object]]]) -> list[str]:
         f"bytes exact in every run of every pass: {exact}",
         targets("every run of every pass", pooled),
         targets("per-run median over the passes", medians),
-        targets("attribution, per-run median", [statistics.median(a) for a in
-                                                attributed.values()]),
+        targets("attribution (not a prediction), per-run median",
+                [statistics.median(a) for a in attributed.values()], judged=False),
         f"range of one run's error over the passes: median {statistics.median(spreads):.1f} "
         f"points, largest {max(spreads):.1f}" if spreads else "range: n/a",
         f"mean signed error (bias) over every run: {statistics.mean(pooled):+.1f}%"
         if pooled else "bias: n/a",
     ]
-    return lines + [""] + summary
+    return lines, summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,11 +103,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if len(args.dirs) < 2:
         parser.error("give at least two passes")
-    lines = report(load_passes(args.dirs))
-    print("\n".join(lines))
+    table, summary = report(load_passes(args.dirs))
+    print("\n".join(table + [""] + summary))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "spread.md").write_text("\n".join(lines) + "\n")
+        (args.out / "spread.md").write_text(
+            "\n".join(table + [""] + [f"- {line}" for line in summary]) + "\n")
 
 
 if __name__ == "__main__":

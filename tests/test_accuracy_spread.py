@@ -30,14 +30,15 @@ def test_per_run_median_range_and_targets(tmp_path):
     first = _pass(tmp_path / "a", {"x": -10.0, "y": 2.0})
     second = _pass(tmp_path / "b", {"x": -4.0, "y": 4.0})
     third = _pass(tmp_path / "c", {"x": -6.0, "y": 30.0})
-    lines = spread.report(spread.load_passes([first, second, third]))
-    assert "| unshaped | x | -10.0% | -4.0% | -6.0% | -6.0% | 6.0 | -2.0% |" in lines
-    assert "| unshaped | y | +2.0% | +4.0% | +30.0% | +4.0% | 28.0 | -2.0% |" in lines
-    text = "\n".join(lines)
+    table, summary = spread.report(spread.load_passes([first, second, third]))
+    assert "| unshaped | x | -10.0% | -4.0% | -6.0% | -6.0% | 6.0 | -2.0% |" in table
+    assert "| unshaped | y | +2.0% | +4.0% | +30.0% | +4.0% | 28.0 | -2.0% |" in table
+    text = "\n".join(summary)
     # Pooled |errors| 2, 4, 4, 6, 10, 30: median 5.0, worst 30; per-run medians 6 and 4.
     assert "every run of every pass: median |error| 5.0% (met), worst 30.0% (missed)" in text
     assert "per-run median over the passes: median |error| 5.0% (met), worst 6.0% (met)" in text
     assert "bias) over every run: +2.7%" in text
+    assert "attribution (not a prediction), per-run median: median |error| 2.0%, worst 2.0%" in text
 
 
 def test_missing_or_foreign_pass_is_a_clear_error(tmp_path):
