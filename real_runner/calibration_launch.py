@@ -4,7 +4,9 @@
 hosts the TCPStore on a port the OS picks, starts `python -m real_runner.calibration` K times
 with torchrun's environment variables (OMP_NUM_THREADS = cores / K on the CPU, the same split the
 runner's launcher uses), waits, and reads their raw-rank-<r>.json. A process that fails stops
-the calibration with its log's last lines; the others are killed after a grace period.
+the calibration with its log's last lines; the others are killed after a grace period. Then
+the plan's executor probes run, one rank each (real_runner/calibration_executor.py), into
+raw-executor.json.
 
 Allocator: glibc returns freed memory at the top of the heap to the kernel (trimming) and maps
 large blocks afresh, so a process whose live set grows and shrinks - a pipeline rank - pays a
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from real_runner.calibration_executor import RAW_EXECUTOR_NAME, measure_executor_overheads
 from simulator.calibrate import CalibrationError, CalibrationPlan, RankMeasurements
 from simulator.calibrate_files import Calibration, build_calibration, write_calibration
 
@@ -67,8 +70,8 @@ def run_calibration(plan: CalibrationPlan, out_dir: str | Path, *,
                                    "CPUs or fewer processes")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("raw-rank-*.json"):
-        stale.unlink()
+    for stale in [*out.glob("raw-rank-*.json"), out / RAW_EXECUTOR_NAME]:
+        stale.unlink(missing_ok=True)
     plan_path = out / "plan.json"
     plan_path.write_text(plan.model_dump_json(indent=1))
     store = dist.TCPStore("127.0.0.1", 0, plan.nproc, is_master=True, wait_for_workers=False,
@@ -92,7 +95,9 @@ def run_calibration(plan: CalibrationPlan, out_dir: str | Path, *,
                                f"the end of {logs[rank]}:\n{tail}")
     ranks = [RankMeasurements.model_validate_json((out / f"raw-rank-{r}.json").read_text())
              for r in range(plan.nproc)]
-    calibration = build_calibration(plan, ranks)
+    executor = measure_executor_overheads(plan, out, extra_env=extra_env,
+                                          on_progress=on_progress)
+    calibration = build_calibration(plan, ranks, executor=executor.probes)
     write_calibration(calibration, out)
     del store
     return calibration

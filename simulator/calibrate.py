@@ -41,6 +41,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from simulator.calibrate_executor import ExecutorProbe, executor_probes_for
 from simulator.errors import UserError
 from simulator.hardware import ModelShape
 from simulator.scenario import Scenario
@@ -168,6 +169,9 @@ class CalibrationPlan(_Strict):
     gpu_name_pattern: str = "proc{rank}"
     """Topology node name of rank r in the profile's p2p entries (host_loopback: proc{rank})."""
     timeout_s: float = Field(default=120.0, gt=0)
+    executor_probes: list[ExecutorProbe] = []
+    """One-rank runs of the runner that time its host work after each compute
+    (simulator/calibrate_executor.py); empty: the profile charges none."""
 
     @classmethod
     def for_scenarios(cls, scenarios: Sequence[Scenario], nproc: int,
@@ -178,7 +182,9 @@ class CalibrationPlan(_Strict):
                                    "shapes to measure, e.g. `pipesim calibrate "
                                    "scenarios/cpu_block_naive_gpipe.yaml --nproc 2`")
         sizes = options.pop("message_sizes_bytes", None) or default_message_sizes(scenarios)
+        probes = options.pop("executor_probes", None)
         return cls(shapes=shapes_for(scenarios), nproc=nproc, message_sizes_bytes=sizes,
+                   executor_probes=executor_probes_for(scenarios) if probes is None else probes,
                    **options)
 
 

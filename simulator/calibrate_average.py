@@ -4,9 +4,9 @@ On a host whose speed drifts (a shared VM: the validation host's compute moved b
 minute, docs/accuracy-report.md), one calibration samples one moment. Calibrating before and
 after a run and averaging the two brackets the state the run saw, without using anything the run
 measured. `pipesim calibrate --average DIR --average DIR --out DIR` does this; the raw per-rank
-measurements (raw-rank-<r>.json) are averaged number by number (a float is the mean, a count
-that differs the rounded mean; lists and records must have the same shape) and the profile is
-built from them as from a measurement.
+measurements (raw-rank-<r>.json, and the executor probes' raw-executor.json) are averaged number
+by number (a float is the mean, a count that differs the rounded mean; lists and records must
+have the same shape) and the profile is built from them as from a measurement.
 
     calibration = average_calibrations(["runs/calib-before", "runs/calib-after"], "runs/calib")
 """
@@ -19,9 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from simulator.calibrate import CalibrationError, CalibrationPlan, RankMeasurements
+from simulator.calibrate_executor import ExecutorMeasurements
 from simulator.calibrate_files import Calibration, build_calibration, write_calibration
 
-__all__ = ["average_calibrations", "average_measurements", "read_raw"]
+__all__ = ["average_calibrations", "average_measurements", "read_raw", "read_raw_executor"]
+
+RAW_EXECUTOR_NAME = "raw-executor.json"
+"""The executor probes' results in a calibration directory (real_runner/calibration_executor.py)."""
 
 
 def read_raw(directory: str | Path) -> tuple[CalibrationPlan, list[RankMeasurements]]:
@@ -43,6 +47,15 @@ def read_raw(directory: str | Path) -> tuple[CalibrationPlan, list[RankMeasureme
             raise CalibrationError(f"{raw}: not found; the calibration in {path} did not finish")
         ranks.append(RankMeasurements.model_validate_json(raw.read_text()))
     return plan, ranks
+
+
+def read_raw_executor(directory: str | Path) -> ExecutorMeasurements:
+    """The executor probes' results in a calibration directory (none in one written before
+    the probe existed)."""
+    path = Path(directory) / RAW_EXECUTOR_NAME
+    if not path.is_file():
+        return ExecutorMeasurements()
+    return ExecutorMeasurements.model_validate_json(path.read_text())
 
 
 def average_measurements(runs: Sequence[RankMeasurements]) -> RankMeasurements:
@@ -72,8 +85,11 @@ def average_calibrations(directories: Sequence[str | Path],
                                    f"than {directories[0]} (shapes, sizes or processes differ); "
                                    "average only calibrations of the same scenarios and options")
     ranks = [average_measurements([ranks[r] for _, ranks in read]) for r in range(plan.nproc)]
-    calibration = build_calibration(plan, ranks, created_by=f"pipesim calibrate --average of "
-                                                            f"{len(directories)} calibrations")
+    executor = ExecutorMeasurements.model_validate(_average(
+        [read_raw_executor(d).model_dump(mode="python") for d in directories], "executor probes"))
+    calibration = build_calibration(plan, ranks, executor=executor.probes,
+                                    created_by=f"pipesim calibrate --average of "
+                                               f"{len(directories)} calibrations")
     calibration.record["averaged_from"] = [str(Path(d)) for d in directories]
     if out_dir is not None:
         out = Path(out_dir)
@@ -81,6 +97,7 @@ def average_calibrations(directories: Sequence[str | Path],
         (out / "plan.json").write_text(plan.model_dump_json(indent=1))
         for rank in ranks:
             (out / f"raw-rank-{rank.rank}.json").write_text(rank.model_dump_json(indent=1))
+        (out / RAW_EXECUTOR_NAME).write_text(executor.model_dump_json(indent=1))
     return calibration
 
 

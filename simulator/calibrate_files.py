@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from simulator.calibrate_memory import (
 )
 from simulator.hardware import (
     AggregationTiming,
+    ExecutorOverhead,
     HardwareSpec,
     MeasuredProfile,
     P2PTiming,
@@ -101,8 +103,10 @@ class Calibration:
 
 
 def build_calibration(plan: CalibrationPlan, ranks: list[RankMeasurements], *,
-                      created_by: str = "pipesim calibrate") -> Calibration:
-    """Turn every rank's raw measurements into a profile, a hardware spec and saved bytes."""
+                      created_by: str = "pipesim calibrate",
+                      executor: Sequence[ExecutorOverhead] = ()) -> Calibration:
+    """Turn every rank's raw measurements into a profile, a hardware spec and saved bytes
+    (`executor`: the executor probes' results, simulator/calibrate_executor.py)."""
     if len(ranks) != plan.nproc:
         raise CalibrationError(f"expected raw measurements of {plan.nproc} ranks, got "
                                f"{len(ranks)}; a calibration process failed, see its log")
@@ -155,7 +159,7 @@ def build_calibration(plan: CalibrationPlan, ranks: list[RankMeasurements], *,
         recv_post_s=_median_or_zero([s.post_calls_by_count_s[0] for s in counted]),
         recv_post_per_tensor_s=_median_or_zero(
             [end_slope(s.tensor_counts, s.post_calls_by_count_s) for s in counted]),
-        **_traffic_costs(ranks))
+        executor_overhead=list(executor), **_traffic_costs(ranks))
     hardware = _hardware(plan, ranks, profile, fits, stamp)
     record = {
         "plan": plan.model_dump(mode="json"), "created": stamp, "device": device,
@@ -168,6 +172,7 @@ def build_calibration(plan: CalibrationPlan, ranks: list[RankMeasurements], *,
         "late_receive": [p.model_dump(mode="json") for p in probes],
         "traffic_load": [p.model_dump(mode="json") for r in ranks for p in r.traffic_load],
         "shapes": [m.model_dump(mode="json") for r in ranks for m in r.shapes],
+        "executor_overhead": [e.model_dump(mode="json") for e in executor],
     }
     activation_profile = ActivationProfile(device=device, created_by=profile.created_by,
                                            shapes=activations)

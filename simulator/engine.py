@@ -196,6 +196,9 @@ class _Engine:
                 state.num_compute_done += 1
                 if progress is not None and state.num_compute_done % 4096 == 0:
                     progress(state.num_compute_done, self._num_compute_total)
+                if op[6]:  # the runner's own work before its next action
+                    comm_wait_s[w] += op[6]
+                    yield op[6]
                 continue
             channel = channels[op[3]]
             if channel is None:

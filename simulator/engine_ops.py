@@ -5,12 +5,12 @@ lookups that do not depend on the replica happen here, once per pipeline rank: d
 the plan, bytes from the boundary manifest, memory sizes, the partner a receive expects, and the
 channel a message travels on (an index into the rank's channel keys).
 
-An op is (code, chunk, micro-batch, a, b, action), and for messages (..., host seconds):
+An op is (code, chunk, micro-batch, a, b, action, host seconds):
 
 | code | a | b | host seconds |
 |---|---|---|---|
-| `F` | forward seconds | bytes allocated at its start | |
-| `B` | backward seconds | bytes freed at its end | |
+| `F` | forward seconds | bytes allocated at its start | after it (the runner's bookkeeping) |
+| `B` | backward seconds | bytes freed at its end | after it |
 | `SEND` | channel index | bytes per TP rank | the send's host time (StepPlan) |
 | `RECV` | channel index | (expected bytes, bytes allocated at its start, partner action) | posting its receives |
 
@@ -46,11 +46,13 @@ def compile_rank(plan: StepPlan, pp: int) -> tuple[list[tuple], list[ChannelKey]
         c, m, kind = action.stage_index, action.microbatch_index, action.kind
         if kind is ActionKind.FORWARD:
             alloc = memory.activation_bytes.get(c, 0) if memory else 0
-            ops.append((F, c, m, plan.forward_s[c], alloc, action))
+            ops.append((F, c, m, plan.forward_s[c], alloc, action,
+                        plan.forward_host_s[c] if plan.forward_host_s else 0.0))
         elif kind is ActionKind.BACKWARD:
             free = (memory.activation_bytes.get(c, 0) + memory.received_bytes.get(c, 0)
                     if memory else 0)
-            ops.append((B, c, m, plan.backward_s[c], free, action))
+            ops.append((B, c, m, plan.backward_s[c], free, action,
+                        plan.backward_host_s[c] if plan.backward_host_s else 0.0))
         elif kind.is_send:
             direction = "forward" if kind is ActionKind.SEND_F else "backward"
             peer = schedule.chunk_rank(c + 1 if kind is ActionKind.SEND_F else c - 1)

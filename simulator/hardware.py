@@ -32,6 +32,7 @@ __all__ = [
     "SublayerTiming",
     "AggregationTiming",
     "P2PTiming",
+    "ExecutorOverhead",
     "MeasuredProfile",
     "HardwareSpec",
     "PRESET_NAMES",
@@ -107,6 +108,19 @@ class P2PTiming(_Strict):
     bandwidth_bytes_per_s: float = Field(gt=0)
 
 
+class ExecutorOverhead(_Strict):
+    """Host seconds the real runner's executor spends after a compute before its next action
+    (bookkeeping, records, freeing), measured on one rank (simulator/calibrate_executor.py)."""
+
+    residual_kind: Literal["standard", "full", "block"]
+    num_sublayers: int = Field(ge=1)
+    """Sublayers of the chunk the probe ran."""
+    after_forward_s: float = Field(ge=0)
+    after_backward_s: float = Field(ge=0)
+    num_samples: int = Field(default=0, ge=0)
+    """Gaps the medians were taken over (after forwards and after backwards together)."""
+
+
 class MeasuredProfile(_Strict):
     """What `pipesim calibrate` measures and the simulator accepts (format_version 1)."""
 
@@ -146,6 +160,9 @@ class MeasuredProfile(_Strict):
     probe; the engine charges the part of a transfer that overlaps the rank's compute)."""
     recv_cpu_s_per_byte: float = Field(default=0.0, ge=0)
     """The same for a receiving rank."""
+    executor_overhead: list[ExecutorOverhead] = []
+    """The runner's host work after each compute, per residual kind and chunk size (`pipesim
+    calibrate`'s executor probe; the engine holds the rank this long after each compute)."""
 
 
 class HardwareSpec(_Strict):

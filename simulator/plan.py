@@ -5,7 +5,8 @@
 - the hardware (`scenario.hardware` or an override; `simulator/hardware.py`),
 - the fabric: `scenario.topology` through `topologies` (graph, router, placement of (dp, pp,
   tp) ranks per `scenario.placement`), or `topology: ideal` for unlimited zero-latency links,
-- per-chunk seconds from `simulator/costs.py`,
+- per-chunk seconds from `simulator/costs.py`, and the host work a measured profile says the
+  runner does after each of them (`simulator/calibrate_executor.py`),
 - per-transition bytes from the boundary manifest (`simulator/manifest.py`), in the
   scenario's communication mode, so that link bytes equal the manifest exactly,
 - per-chunk memory from `simulator/memory.py`, so that timeline peaks equal the analytic model,
@@ -28,7 +29,8 @@ from simulator.engine import RankMemoryPlan, StepPlan, simulate_plan
 from simulator.errors import ScenarioError
 from simulator.fabric import Fabric, fabric_from_topology, ideal_fabric, symmetric_fabric
 from simulator.hardware import HardwareSpec, load_hardware
-from simulator.layout import build_layout
+from simulator.calibrate_executor import executor_overhead_s
+from simulator.layout import Layout, build_layout
 from simulator.manifest import build_manifest
 from simulator.memory import memory_model
 from simulator.results import SimulationResult
@@ -112,7 +114,7 @@ def build_plan(scenario: Scenario, hardware: HardwareSpec, fabric: Fabric, *,
         send_bytes=send_bytes, send_tensors=send_tensors, allreduce_step_bytes=steps,
         ring_size=ring_size, memory=memory,
         fabric=fabric, name=scenario.name, record_link_timeline=record_link_timeline,
-        **_host_overheads(hardware))
+        **_host_overheads(hardware), **_executor_overheads(scenario, hardware, layout))
 
 
 def _host_overheads(hardware: HardwareSpec) -> dict[str, float]:
@@ -121,6 +123,19 @@ def _host_overheads(hardware: HardwareSpec) -> dict[str, float]:
     profile = hardware.profile
     return {name: getattr(profile, name) if profile is not None else 0.0
             for name in HOST_COST_FIELDS}
+
+
+def _executor_overheads(scenario: Scenario, hardware: HardwareSpec,
+                        layout: Layout) -> dict[str, tuple[float, ...]]:
+    """Per chunk, the runner's measured host work after a forward and after a backward
+    (StepPlan.forward_host_s, backward_host_s; none without a profile that has it)."""
+    profile = hardware.profile
+    if profile is None or not profile.executor_overhead:
+        return {}
+    per_chunk = [executor_overhead_s(profile.executor_overhead, scenario.residual.kind, count)
+                 for count in layout.chunk_sublayer_counts]
+    return {"forward_host_s": tuple(f for f, _ in per_chunk),
+            "backward_host_s": tuple(b for _, b in per_chunk)}
 
 
 def _ring_steps(scenario: Scenario, gradient_bytes: int, weight_bytes: int,

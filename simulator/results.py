@@ -8,7 +8,8 @@ Per rank (one pipeline rank of one data-parallel replica, i.e. its TP group):
 - busy_s: compute (forward, backward, recompute, TP collectives);
 - comm_wait_s: blocked on a receive whose message was already sent (data in flight), blocked in
   the gradient all-reduce while a chunk was in flight, and the host time of sends, of posting
-  receives and of completing them (StepPlan's HOST_COST_FIELDS: per message, tensor and byte);
+  receives and of completing them (StepPlan's HOST_COST_FIELDS: per message, tensor and byte),
+  and the runner's own host work after each compute (StepPlan.forward_host_s, backward_host_s);
 - idle_s: the rest of the step: waiting for a peer that had not sent yet (the pipeline bubble),
   and time after the rank finished.
 Bubble fraction is the pipeline's: 1 - mean(busy_s) / pipeline_time_s, where pipeline_time_s ends

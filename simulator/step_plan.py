@@ -90,6 +90,11 @@ class StepPlan:
     the sender's next compute B x this x t / T longer."""
     recv_cpu_s_per_byte: float = 0.0
     """The same for the receiving rank."""
+    forward_host_s: tuple[float, ...] = ()
+    """Per chunk: host seconds a rank spends after a forward before its next action (the
+    runner's own bookkeeping, MeasuredProfile.executor_overhead); empty: none."""
+    backward_host_s: tuple[float, ...] = ()
+    """The same after a backward."""
 
     def __post_init__(self) -> None:
         if self.p2p_protocol not in P2P_PROTOCOLS:
@@ -98,7 +103,7 @@ class StepPlan:
         for name in HOST_COST_FIELDS:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} = {getattr(self, name)!r}: must be >= 0")
-        for name in ("forward_s", "backward_s"):
+        for name in ("forward_s", "backward_s", "forward_host_s", "backward_host_s"):
             for chunk, seconds in enumerate(getattr(self, name)):
                 if not seconds >= 0:
                     raise ValueError(f"{name}[{chunk}] = {seconds!r}: a chunk's duration must be "

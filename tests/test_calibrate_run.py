@@ -157,8 +157,24 @@ def test_the_traffic_probe_times_both_ends_idle_and_loaded(calibrated):
     assert profile.recv_cpu_s_per_byte == pytest.approx(by_role["recv"])
 
 
+def test_the_executor_probe_times_the_runners_work_after_each_compute(calibrated):
+    """The tiny model at P = 2 has chunks of 2 sublayers: one probe, a one-stage run of one
+    layer; each measured step of 8 micro-batches gives 8 gaps after forwards and 7 after
+    backwards (the warm-up step none)."""
+    from simulator.calibrate_executor import PROBE_MICROBATCHES, PROBE_STEPS
+
+    calibration, out = calibrated
+    [entry] = calibration.profile.executor_overhead
+    assert (entry.residual_kind, entry.num_sublayers) == ("block", 2)
+    assert entry.num_samples == PROBE_STEPS * (2 * PROBE_MICROBATCHES - 1)
+    assert 0 < entry.after_forward_s < 0.05 and 0 < entry.after_backward_s < 0.05
+    assert (out / "executor-probes" / "executor_probe_block_2" / "rank-0.jsonl").is_file()
+    assert calibration.record["executor_overhead"] == [entry.model_dump(mode="json")]
+
+
 def _slower_copy(src, dst, factor: float):
-    """A copy of a calibration directory whose compute pieces took `factor` times as long."""
+    """A copy of a calibration directory whose compute pieces and the runner's work after
+    each compute took `factor` times as long."""
     import json
     import shutil
 
@@ -170,6 +186,12 @@ def _slower_copy(src, dst, factor: float):
                 piece["forward_s"] *= factor
                 piece["backward_s"] *= factor
         raw.write_text(json.dumps(data))
+    raw = dst / "raw-executor.json"
+    data = json.loads(raw.read_text())
+    for probe in data["probes"]:
+        probe["after_forward_s"] *= factor
+        probe["after_backward_s"] *= factor
+    raw.write_text(json.dumps(data))
     return dst
 
 
@@ -185,6 +207,9 @@ def test_averaging_brackets_two_calibrations(calibrated, tmp_path):
         assert after.forward_s == pytest.approx(1.5 * before.forward_s)
         assert after.backward_s == pytest.approx(1.5 * before.backward_s)
     assert averaged.profile.p2p == original.p2p
+    [before], [after] = original.executor_overhead, averaged.profile.executor_overhead
+    assert after.after_forward_s == pytest.approx(1.5 * before.after_forward_s)
+    assert after.after_backward_s == pytest.approx(1.5 * before.after_backward_s)
     assert averaged.record["averaged_from"] == [str(calibrated[1]), str(slower)]
     assert load_calibration(tmp_path / "avg").profile == averaged.profile
     again = average_calibrations([tmp_path / "avg", calibrated[1]])

@@ -240,3 +240,31 @@ def test_message_bytes_add_to_the_send() -> None:
         pytest.approx(7.8, rel=1e-12)
     both = replace(base, send_s_per_byte=0.25, send_overhead_s=0.1)
     assert simulate_plan(both).step_time_s == pytest.approx(8.0, rel=1e-12)
+
+
+def test_host_work_after_a_compute_holds_its_rank_before_the_next_action() -> None:
+    """The GPipe step above (7.6 s) with the runner's bookkeeping after computes: 0.2 s after
+    each forward of chunk 0, 0.3 s after each backward of chunk 1.
+
+    Rank 0 sends micro-batch 0 at 1.2 (there at 1.7) and micro-batch 1 at 2.4 (2.9): F(1,0)
+    1.7-2.9, F(1,1) 2.9-4.1, B(1,0) 4.1-5.1, held to 5.4, gradient there at 5.9; B(1,1)
+    5.4-6.4, held to 6.7, gradient there at 7.2; B(0,0) 5.9-7.0, B(0,1) 7.2-8.3."""
+    base = _gpipe_half_second_hops()
+    plan = replace(base, forward_host_s=(0.2, 0.0), backward_host_s=(0.0, 0.3))
+    result = simulate_plan(plan)
+    assert result.step_time_s == pytest.approx(8.3, rel=1e-12)
+    assert [r.busy_s for r in result.ranks] == pytest.approx(
+        [r.busy_s for r in simulate_plan(base).ranks], rel=1e-12)  # compute is unchanged
+    assert result.ranks[1].comm_wait_s >= 0.6 - 1e-12  # its two holds (and in-flight waits)
+    with pytest.raises(ValueError, match=r"backward_host_s\[1\] = -0.1"):
+        replace(base, backward_host_s=(0.0, -0.1))
+
+
+@pytest.mark.parametrize("M", [1, 4])
+def test_one_stage_pays_its_host_work_after_every_compute(M: int) -> None:
+    t_f, t_b, h_f, h_b = 1.0, 2.0, 0.125, 0.25
+    plan = StepPlan(build_schedule("1f1b", 1, 1, M), 1, 1, (t_f,), (t_b,), {},
+                    forward_host_s=(h_f,), backward_host_s=(h_b,))
+    result = simulate_plan(plan)
+    assert result.step_time_s == pytest.approx(M * (t_f + t_b + h_f + h_b), rel=1e-12)
+    assert result.ranks[0].comm_wait_s == pytest.approx(M * (h_f + h_b), rel=1e-12)

@@ -8,9 +8,10 @@ saves for backward, point-to-point alpha-beta between every directed rank pair o
 chosen backend (a ping-pong message-size sweep to receives posted first), the host time of a
 send call (per message, per tensor, and per byte with both ranks computing) and of completing
 a receive, what moving bytes costs the compute beside it (the traffic-load probe), and what a
-late receive costs more when both ranks compute (the late-receive probe). Writes profile.yaml,
-hardware.yaml, activations.yaml, topology.yaml and calibration.json under --out
-(docs/validation.md).
+late receive costs more when both ranks compute (the late-receive probe); then, on one rank with
+no communication, the runner's own host work after each forward and backward at each chunk
+size of the scenarios (the executor probe). Writes profile.yaml, hardware.yaml,
+activations.yaml, topology.yaml and calibration.json under --out (docs/validation.md).
 Calibration runs in its own processes, separate from any run later validated.
 
     pipesim calibrate --average runs/calib-before --average runs/calib-after --out runs/calib
@@ -116,8 +117,10 @@ def calibrate_cmd(scenarios: tuple[str, ...], nproc: int, backend: str, out_dir:
         max_compute_seconds=max(30.0, 2 * compute_seconds), gpu_name_pattern=gpu_name,
         timeout_s=timeout_s)
     console = Console()
-    with console.status(f"calibrating {len(plan.shapes)} shape(s) with {nproc} processes..."):
-        calibration = run_calibration(plan, out_dir)
+    with console.status(f"calibrating {len(plan.shapes)} shape(s) with {nproc} processes...") \
+            as status:
+        calibration = run_calibration(plan, out_dir,
+                                      on_progress=lambda what: status.update(f"{what}..."))
     _print(console, calibration, Path(out_dir))
 
 
@@ -171,5 +174,10 @@ def _print(console: Console, calibration: Calibration, out: Path) -> None:
                       f"{format_seconds(probe['busy_s'])} with both computing; overhead "
                       f"charged per late receive: "
                       f"{format_seconds(profile.late_receive_overhead_s)}")
+    for entry in profile.executor_overhead:
+        console.print(f"Runner's host work after each compute ({entry.residual_kind}, "
+                      f"{entry.num_sublayers} sublayers per chunk): "
+                      f"{format_seconds(entry.after_forward_s)} after a forward, "
+                      f"{format_seconds(entry.after_backward_s)} after a backward")
     console.print(f"Wrote {out}/profile.yaml, hardware.yaml, activations.yaml, topology.yaml "
                   "and calibration.json")
