@@ -21,12 +21,11 @@ import yaml
 
 from real_runner.launch import launch_local
 from simulator.calibrate import CalibrationError, CalibrationPlan
-from simulator.calibrate_average import RAW_EXECUTOR_NAME
-from simulator.calibrate_executor import ExecutorMeasurements, ExecutorProbe
+from simulator.calibrate_executor import RAW_EXECUTOR_NAME, ExecutorMeasurements, ExecutorProbe
 from simulator.hardware import ExecutorOverhead
 from simulator.trace_schema import ComputeRecord, read_run
 
-__all__ = ["measure_executor_overheads", "gaps_after_compute", "RAW_EXECUTOR_NAME"]
+__all__ = ["measure_executor_overheads", "gaps_after_compute"]
 
 
 def measure_executor_overheads(plan: CalibrationPlan, out_dir: Path, *,
@@ -61,9 +60,10 @@ def _run_probe(probe: ExecutorProbe, root: Path, timeout_s: float,
     if not result.ok:
         log = result.logs.get(0)
         raise CalibrationError(f"executor probe {name} failed ({result.failure}); see {log}")
-    records = read_run(result.run_dir).ranks[0]
-    warmup = {s.step for s in records.steps if s.warmup}
-    after_f, after_b = gaps_after_compute([r for r in records.compute if r.step not in warmup])
+    run = read_run(result.run_dir)
+    measured = {s.step for s in run.measured_steps()}
+    after_f, after_b = gaps_after_compute([r for r in run.ranks[0].compute
+                                           if r.step in measured])
     if not after_f or not after_b:
         raise CalibrationError(f"executor probe {name}: no gap between computes in "
                                f"{result.run_dir}; it needs at least two micro-batches")

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from real_runner.calibration_executor import RAW_EXECUTOR_NAME, measure_executor_overheads
+from real_runner.calibration_executor import measure_executor_overheads
 from simulator.calibrate import CalibrationError, CalibrationPlan, RankMeasurements
+from simulator.calibrate_executor import RAW_EXECUTOR_NAME
 from simulator.calibrate_files import Calibration, build_calibration, write_calibration
 
 __all__ = ["run_calibration", "STEADY_ALLOCATOR_TUNABLES", "steady_allocator_env"]

@@ -19,13 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from simulator.calibrate import CalibrationError, CalibrationPlan, RankMeasurements
-from simulator.calibrate_executor import ExecutorMeasurements
+from simulator.calibrate_executor import RAW_EXECUTOR_NAME, ExecutorMeasurements
 from simulator.calibrate_files import Calibration, build_calibration, write_calibration
 
 __all__ = ["average_calibrations", "average_measurements", "read_raw", "read_raw_executor"]
-
-RAW_EXECUTOR_NAME = "raw-executor.json"
-"""The executor probes' results in a calibration directory (real_runner/calibration_executor.py)."""
 
 
 def read_raw(directory: str | Path) -> tuple[CalibrationPlan, list[RankMeasurements]]:

@@ -26,11 +26,16 @@ from simulator.hardware import ExecutorOverhead
 from simulator.scenario import Scenario
 
 __all__ = ["ExecutorProbe", "ExecutorMeasurements", "executor_probes_for",
-           "executor_overhead_s", "PROBE_MICROBATCHES", "PROBE_STEPS", "PROBE_WARMUP_STEPS"]
+           "executor_overhead_s", "PROBE_MICROBATCHES", "PROBE_STEPS", "PROBE_WARMUP_STEPS",
+           "RAW_EXECUTOR_NAME"]
 
 PROBE_MICROBATCHES, PROBE_STEPS, PROBE_WARMUP_STEPS = 8, 3, 1
 """Per probe: measured steps after warm-up ones; 1F1B on one stage gives 8 gaps after forwards
 and 7 after backwards per measured step."""
+
+
+RAW_EXECUTOR_NAME = "raw-executor.json"
+"""The probes' results in a calibration directory (an `ExecutorMeasurements`)."""
 
 
 class _Strict(BaseModel):
