@@ -4,8 +4,9 @@ On the shared 2-vCPU validation host a single run's step-time error moves by sev
 from one pass to the next with the host's speed (docs/accuracy-report.md). This script reads
 the accuracy.json of each pass (benchmarks/bench_accuracy.py --out DIR), prints per run (link,
 scenario) each pass's step-time error, their median and their range, and the issue's targets
-both over every run of every pass and over the per-run medians; the same for the attribution
-(the step simulated with the run's own compute). Writes spread.md when --out is given.
+over every run of every pass, over each pass alone and over the per-run medians; the same for
+the attribution (the step simulated with the run's own compute). Writes spread.md when --out
+is given. `bench_accuracy.py --passes N` ends with this for its own N passes.
 
     python benchmarks/accuracy_spread.py runs/acc1 runs/acc2 runs/acc3 --out runs/spread
 """
@@ -84,6 +85,9 @@ def report(passes: list[list[dict[str, object]]]) -> tuple[list[str], list[str]]
         f"passes: {n}; runs per pass: {', '.join(str(len(rows)) for rows in passes)}",
         f"bytes exact in every run of every pass: {exact}",
         targets("every run of every pass", pooled),
+        *(targets(f"pass {i + 1} alone", [float(row["step_error_pct"]) for row in rows
+                                          if row.get("step_error_pct") is not None])
+          for i, rows in enumerate(passes)),
         targets("per-run median over the passes", medians),
         targets("attribution (not a prediction), per-run median",
                 [statistics.median(a) for a in attributed.values()], judged=False),

@@ -115,11 +115,12 @@ def main() -> int:
         samples = [timer.sample() for _ in range(args.calls)]
         forward_s = trimmed_mean([f for f, _ in samples])
         backward_s = trimmed_mean([b for _, b in samples])
+        forward_pct = 100 * (model.forward_s / forward_s - 1)
+        backward_pct = 100 * (model.backward_s / backward_s - 1)
         print(f"round {round_index}: runner forward {1e3 * forward_s:.2f} ms, backward "
               f"{1e3 * backward_s:.2f} ms | model forward {1e3 * model.forward_s:.2f} ms "
-              f"({100 * (model.forward_s / forward_s - 1):+.1f}%), backward "
-              f"{1e3 * model.backward_s:.2f} ms ({100 * (model.backward_s / backward_s - 1):+.1f}%)",
-              flush=True)
+              f"({forward_pct:+.1f}%), backward {1e3 * model.backward_s:.2f} ms "
+              f"({backward_pct:+.1f}%)", flush=True)
     return 0
 
 

@@ -37,6 +37,10 @@ def test_per_run_median_range_and_targets(tmp_path):
     # Pooled |errors| 2, 4, 4, 6, 10, 30: median 5.0, worst 30; per-run medians 6 and 4.
     assert "every run of every pass: median |error| 5.0% (met), worst 30.0% (missed)" in text
     assert "per-run median over the passes: median |error| 5.0% (met), worst 6.0% (met)" in text
+    # Each pass alone: |errors| (10, 2), (4, 4), (6, 30).
+    assert "pass 1 alone: median |error| 6.0% (missed), worst 10.0% (met), 2 values" in text
+    assert "pass 2 alone: median |error| 4.0% (met), worst 4.0% (met), 2 values" in text
+    assert "pass 3 alone: median |error| 18.0% (missed), worst 30.0% (missed), 2 values" in text
     assert "bias) over every run: +2.7%" in text
     assert "attribution (not a prediction), per-run median: median |error| 2.0%, worst 2.0%" in text
 
