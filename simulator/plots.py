@@ -31,21 +31,28 @@ def plot_gantt(ax: Axes, result: SimulationResult, *, dp_index: int = 0) -> list
 
     P = result.num_stages
     artists: list[Any] = []
+    # One pass over spans and transfers (a large step has ~10^6 of each), bucketed by row.
+    compute: dict[tuple[str, int, int], list[tuple[float, float]]] = {}
+    for span in result.spans:
+        if span.dp_index == dp_index:
+            compute.setdefault((span.kind, span.chunk_index // P, span.pp_index), []).append(
+                (span.start_s, span.end_s - span.start_s))
     for kind in ("F", "B"):
         for virtual in range(max(1, _num_virtual(result))):
-            bars = [(s.start_s, s.end_s - s.start_s, s.pp_index) for s in result.spans
-                    if s.dp_index == dp_index and s.kind == kind
-                    and s.chunk_index // P == virtual]
             for pp in range(P):
-                row = [(x, w) for x, w, p in bars if p == pp]
+                row = compute.get((kind, virtual, pp))
                 if row:
                     artists.append(ax.broken_barh(row, (pp - 0.4, 0.6),
                                                   facecolors=COLORS[kind],
                                                   alpha=1.0 - 0.35 * virtual))
+    sends: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for t in result.transfers:
+        if t.src_dp == dp_index:
+            sends.setdefault((t.kind, t.src_pp), []).append((t.posted_s,
+                                                             t.delivered_s - t.posted_s))
     for kind in ("pipeline", "allreduce"):
         for pp in range(P):
-            row = [(t.posted_s, t.delivered_s - t.posted_s) for t in result.transfers
-                   if t.src_dp == dp_index and t.src_pp == pp and t.kind == kind]
+            row = sends.get((kind, pp))
             if row:
                 artists.append(ax.broken_barh(row, (pp + 0.22, 0.14), facecolors=COLORS[kind]))
     ax.set_yticks(range(P), [f"rank {pp}" for pp in range(P)])

@@ -17,7 +17,7 @@ from pathlib import Path
 from simulator import __version__
 from simulator.manifest import build_manifest
 from simulator.memory import memory_model
-from simulator.results import SimulationResult
+from simulator.results import ComputeSpan, SimulationResult, Transfer
 from simulator.scenario import Scenario
 from simulator.trace_schema import (
     SCHEMA_VERSION, ComputeRecord, HeaderRecord, MemoryRecord, P2PRecord, RunManifest,
@@ -36,6 +36,16 @@ def write_simulated_run(result: SimulationResult, scenario: Scenario, run_dir: s
     chunk_bytes = {c: a.total_bytes for rank in memory_model(scenario).ranks
                    for c, a in rank.chunk_bytes.items()}
     P = result.num_stages
+    # One pass over spans and transfers (a large step has ~10^6 of each), bucketed by rank.
+    spans: dict[int, list[ComputeSpan]] = {pp: [] for pp in range(P)}
+    for span in result.spans:
+        if span.dp_index == 0:
+            spans[span.pp_index].append(span)
+    p2p: dict[int, list[tuple[Transfer, str]]] = {pp: [] for pp in range(P)}
+    for transfer in result.transfers:
+        if transfer.kind == "pipeline" and transfer.src_dp == 0:
+            p2p[transfer.src_pp].append((transfer, "send"))
+            p2p[transfer.dst_pp].append((transfer, "recv"))
     files = []
     for pp in range(P):
         path = run_dir / rank_trace_name(pp)
@@ -44,7 +54,7 @@ def write_simulated_run(result: SimulationResult, scenario: Scenario, run_dir: s
                               hostname="pipesim", pid=0, time_origin_unix_s=0.0,
                               scenario_name=scenario.name)
         writer = TraceWriter(path, header)
-        _write_rank(writer, result, manifest, chunk_bytes, pp)
+        _write_rank(writer, result, manifest, chunk_bytes, pp, spans[pp], p2p[pp])
         writer.close(complete=True, status="ok")
         files.append(path.name)
     write_manifest(run_dir, RunManifest(
@@ -58,13 +68,14 @@ def write_simulated_run(result: SimulationResult, scenario: Scenario, run_dir: s
 
 
 def _write_rank(writer: TraceWriter, result: SimulationResult, manifest: object,
-                chunk_bytes: dict[int, int], pp: int) -> None:
+                chunk_bytes: dict[int, int], pp: int, spans: list[ComputeSpan],
+                p2p: list[tuple[Transfer, str]]) -> None:
+    """Rank `pp`'s records: its compute `spans` with a memory record after each, its sends and
+    receives `p2p` (in transfer order), its step."""
     live = peak = 0
     live_by_chunk: dict[int, int] = {}
     peak_by_chunk: dict[int, int] = {}
-    for span in result.spans:
-        if span.dp_index != 0 or span.pp_index != pp:
-            continue
+    for span in spans:
         writer.write(ComputeRecord(step=0, action=f"{span.chunk_index}{span.kind}"
                                    f"{span.microbatch_index}", kind=span.kind,
                                    chunk=span.chunk_index, microbatch=span.microbatch_index,
@@ -81,13 +92,8 @@ def _write_rank(writer: TraceWriter, result: SimulationResult, manifest: object,
                                   chunk=span.chunk_index, microbatch=span.microbatch_index,
                                   saved_bytes=live, chunk_saved_bytes=size,
                                   device_allocated_bytes=None))
-    for transfer in result.transfers:
-        if transfer.kind != "pipeline" or transfer.src_dp != 0:
-            continue
-        if pp in (transfer.src_pp, transfer.dst_pp):
-            for op in ("send", "recv"):
-                if (transfer.src_pp if op == "send" else transfer.dst_pp) == pp:
-                    writer.write(_p2p_record(transfer, manifest, op))
+    for transfer, op in p2p:
+        writer.write(_p2p_record(transfer, manifest, op))
     rank = result.rank(0, pp)
     writer.write(StepRecord(step=0, warmup=False, start_s=0.0, end_s=rank.end_s,
                             duration_s=result.step_time_s, loss=None, peak_saved_bytes=peak,
