@@ -1,4 +1,5 @@
-"""benchmarks/accuracy_spread.py: several accuracy passes side by side.
+"""benchmarks/accuracy_spread.py: several accuracy passes side by side; bench_accuracy.py's
+argument checks (its runs themselves are the benchmark, not a test).
 
     python -m pytest tests/test_accuracy_spread.py -q
 """
@@ -7,6 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +55,18 @@ def test_missing_or_foreign_pass_is_a_clear_error(tmp_path):
     (tmp_path / "accuracy.json").write_text("[1, 2]")
     with pytest.raises(SystemExit, match="not an accuracy benchmark result"):
         spread.load_passes([tmp_path])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--passes", "0"], "--passes must be at least 1"),
+    (["--only", "no_such_scenario"], "no scenarios/cpu_\\*.yaml matches"),
+])
+def test_accuracy_benchmark_rejects_bad_arguments_before_running(tmp_path, argv, message):
+    """bench_accuracy.py exits with a usage error, and writes nothing, for a bad --passes or
+    --only (a typo would otherwise cost a 70-minute --passes 5 run's first pass)."""
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_accuracy.py"),
+                           "--out", str(out), *argv], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert re.search(message, done.stderr), done.stderr
+    assert not out.exists()
