@@ -475,5 +475,6 @@ def _one_pass(scenarios: list[Path], out: Path, args: argparse.Namespace) -> Non
     (out / "accuracy.md").write_text("\n".join(lines + [""] + [f"- {s}" for s in summary])
                                      + "\n")
 
+
 if __name__ == "__main__":
     main()
