@@ -110,9 +110,15 @@ def main(argv: list[str] | None = None) -> None:
     table, summary = report(load_passes(args.dirs))
     print("\n".join(table + [""] + summary))
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "spread.md").write_text(
-            "\n".join(table + [""] + [f"- {line}" for line in summary]) + "\n")
+        write_spread(args.out, table, summary)
+
+
+def write_spread(out: Path, table: list[str], summary: list[str]) -> Path:
+    """`report`'s table and summary as out/spread.md (markdown); returns the file."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "spread.md"
+    path.write_text("\n".join(table + [""] + [f"- {line}" for line in summary]) + "\n")
+    return path
 
 
 if __name__ == "__main__":
